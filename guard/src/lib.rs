@@ -1,0 +1,1 @@
+//! Llama Guard prompt building, verdict parsing and classifier backends.

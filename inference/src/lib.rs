@@ -1,0 +1,1 @@
+//! Local model runtime: GGUF loading, tokenizer, chat templates, generation.

@@ -1,0 +1,1 @@
+//! Policy documents: loading, validation, merge and reload.
