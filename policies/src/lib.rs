@@ -1,1 +1,3 @@
 //! Policy documents: loading, validation, merge and reload.
+
+pub mod taxonomy;
