@@ -1,1 +1,3 @@
 //! Local model runtime: GGUF loading, tokenizer, chat templates, generation.
+
+pub mod template;

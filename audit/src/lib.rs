@@ -1,0 +1,1 @@
+//! Audit events, canonical hashing, the batching writer and queries.

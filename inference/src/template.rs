@@ -1,0 +1,1 @@
+//! Chat templates: the model's own Jinja template or a built-in one.
