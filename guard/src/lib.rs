@@ -1,1 +1,50 @@
 //! Llama Guard prompt building, verdict parsing and classifier backends.
+//!
+//! # Mapping a chat onto the guard's two roles
+//!
+//! Llama Guard knows two roles, `User` and `Agent`, which must alternate
+//! starting with `User`; it judges the last turn. [`to_guard_conversation`]
+//! maps an OpenAI-shaped conversation onto them for a [`Checkpoint`]:
+//!
+//! - `system`/`developer` messages are instructions, not user content: left out.
+//! - [`Checkpoint::Input`] judges the last user message as the last `User` turn.
+//! - [`Checkpoint::Output`] judges the answer as the last `Agent` turn.
+//! - [`Checkpoint::ToolCall`] judges an assistant message's tool calls as an
+//!   `Agent` turn holding each call as `{"name":…,"arguments":…}` JSON (the
+//!   `arguments` string parsed into JSON when it is valid JSON).
+//! - [`Checkpoint::ToolResult`] judges a tool result, which is untrusted
+//!   input, as a `User` turn.
+//! - Multi-part content is flattened to its text parts (joined by `\n`);
+//!   consecutive same-role messages are joined (by `\n\n`) so roles alternate;
+//!   a leading `Agent` turn gets an empty `User` turn before it.
+//!
+//! # Untrusted text and special tokens
+//!
+//! Message text goes into the prompt verbatim. Tokenise
+//! [`PromptParts::conversation`] without special-token parsing so that a
+//! message containing `<|eot_id|>` or `<END CONVERSATION>` stays plain text.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod conversation;
+pub mod prompt;
+pub mod remote;
+pub mod rules;
+pub mod verdict;
+
+pub use backend::{
+    classify_with_timeout, BackendKind, BoxFuture, GuardBackend, GuardError, GuardOutcome,
+    GuardRequest, RequestError,
+};
+pub use checkpoint::Checkpoint;
+pub use conversation::{to_guard_conversation, ChatMessage, ConversationError};
+pub use prompt::{
+    build_prompt, build_prompt_parts, render_fixture_input, CategorySet, GuardConversation,
+    GuardMessage, GuardRole, PromptError, PromptParts,
+};
+pub use remote::{RemoteBackend, RemoteConfig, RemoteMode};
+pub use rules::{RuleMatch, RulesBackend, RulesConfig};
+pub use verdict::{parse_verdict, Verdict, VerdictError};
+
+#[cfg(test)]
+mod test_fixtures;
