@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The one test command: fetches the bundled model, makes sure PostgreSQL
+# answers, then runs the format check, clippy and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build outside the clone so repeated runs (and CI) reuse compiled crates.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
+WARDEN_TEST_MODEL="$(bash scripts/fetch-model.sh)"
+export WARDEN_TEST_MODEL
+DATABASE_URL="$(bash scripts/ensure-postgres.sh)"
+export DATABASE_URL
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
