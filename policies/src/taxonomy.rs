@@ -8,6 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// A category code such as `S1`; the number is at least 1.
@@ -57,7 +58,11 @@ impl FromStr for CategoryCode {
         {
             return Err(err());
         }
-        digits.parse::<u16>().ok().and_then(Self::new).ok_or_else(err)
+        digits
+            .parse::<u16>()
+            .ok()
+            .and_then(Self::new)
+            .ok_or_else(err)
     }
 }
 
@@ -71,6 +76,20 @@ impl<'de> Deserialize<'de> for CategoryCode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for CategoryCode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CategoryCode".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^S[1-9][0-9]*$",
+            "description": "A Llama Guard category code such as S1."
+        })
     }
 }
 
@@ -94,7 +113,9 @@ pub const STANDARD_CATEGORIES: [&str; 14] = [
 ];
 
 /// Which Llama Guard 3 prompt a guard model expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum GuardVariant {
     /// Llama Guard 3 8B: categories S1–S14.
     #[serde(rename = "llama-guard-3-8b")]
@@ -161,7 +182,10 @@ mod tests {
         assert_eq!(eight.len(), 14);
         assert_eq!(one.len(), 13);
         assert_eq!(eight[13].1, "Code Interpreter Abuse");
-        assert_eq!(CategoryCode::new(6).unwrap().standard_name(), Some("Specialized Advice"));
+        assert_eq!(
+            CategoryCode::new(6).unwrap().standard_name(),
+            Some("Specialized Advice")
+        );
         assert_eq!(CategoryCode::new(15).unwrap().standard_name(), None);
     }
 }
