@@ -40,7 +40,7 @@ pub use checkpoint::Checkpoint;
 pub use conversation::{to_guard_conversation, ChatMessage, ConversationError};
 pub use prompt::{
     build_prompt, build_prompt_parts, render_fixture_input, CategorySet, GuardConversation,
-    GuardMessage, GuardRole, PromptError, PromptParts,
+    GuardMessage, GuardRole, PromptError, PromptParts, PromptTokens,
 };
 pub use remote::{RemoteBackend, RemoteConfig, RemoteMode};
 pub use rules::{RuleMatch, RulesBackend, RulesConfig};
