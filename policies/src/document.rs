@@ -505,6 +505,10 @@ pub struct Rule {
     /// What the rule looks for.
     #[serde(rename = "match")]
     pub matcher: Matcher,
+    /// For `keywords`: match case exactly (default: ignore case). Regexes
+    /// say `(?i)` themselves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_sensitive: bool,
 }
 
 /// What a rule looks for: a one-entry mapping such as `{regex: '...'}`.
@@ -513,28 +517,38 @@ pub struct Rule {
 pub enum Matcher {
     /// A regular expression (Rust `regex` syntax; use `(?i)` for case-insensitive).
     Regex(String),
-    /// Words or phrases, matched case-insensitively on word boundaries.
+    /// Words or phrases, matched on word boundaries (ignoring case unless
+    /// the rule says `case_sensitive: true`).
     Keywords(Vec<String>),
-    /// A built-in personal-data detector.
-    Pii(PiiKind),
+    /// A built-in detector of personal data or secrets.
+    Detector(BuiltinDetector),
 }
 
-/// Built-in personal-data detectors.
+/// Built-in detectors of personal data and secrets (the same set the guard
+/// crate's rules backend implements).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum PiiKind {
+pub enum BuiltinDetector {
     /// E-mail addresses.
     Email,
-    /// Phone numbers (international or North American formats).
-    PhoneNumber,
-    /// Payment card numbers (13–19 digits passing the Luhn check).
+    /// Phone numbers: `+` international, or `(555) 123-4567` style.
+    Phone,
+    /// Payment card numbers (13–19 digits) that pass the Luhn check.
     CreditCard,
-    /// US social security numbers (`123-45-6789`).
-    UsSsn,
-    /// International bank account numbers.
-    Iban,
-    /// IPv4 addresses.
-    Ipv4Address,
+    /// `sk-…` API keys.
+    ApiKey,
+    /// AWS access key ids.
+    AwsAccessKey,
+    /// GitHub tokens.
+    GithubToken,
+    /// Slack tokens.
+    SlackToken,
+    /// Google API keys.
+    GoogleApiKey,
+    /// Stripe secret keys.
+    StripeKey,
+    /// PEM private-key blocks.
+    PrivateKey,
 }

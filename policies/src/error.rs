@@ -152,6 +152,9 @@ pub enum ErrorKind {
     /// A keyword rule with no keywords or an empty keyword.
     #[error("keywords must be a non-empty list of non-empty words")]
     EmptyKeywords,
+    /// `case_sensitive` on a rule that is not a keyword list.
+    #[error("`case_sensitive` applies to `keywords` rules only (regexes use `(?i)`)")]
+    CaseSensitiveNotKeywords,
     /// Text that must not be empty.
     #[error("must not be empty")]
     EmptyText,

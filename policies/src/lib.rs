@@ -21,8 +21,8 @@ pub mod validate;
 pub mod version;
 
 pub use document::{
-    Action, AppliesTo, BackendRef, CategorySelector, CategorySet, Checkpoint, CustomCategory,
-    FailMode, FailModes, Matcher, PiiKind, PolicyDocument, Rule, Streaming, Threshold,
+    Action, AppliesTo, BackendRef, BuiltinDetector, CategorySelector, CategorySet, Checkpoint,
+    CustomCategory, FailMode, FailModes, Matcher, PolicyDocument, Rule, Streaming, Threshold,
 };
 pub use effective::{
     EffectiveBackend, EffectiveCategory, EffectivePolicy, EffectiveRule, Member, Origin, Origins,

@@ -7,11 +7,11 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::document::{AppliesTo, Matcher, PiiKind};
+use crate::document::{AppliesTo, BuiltinDetector, Matcher};
 use crate::names::ScopeName;
 
 const SCOPES: &[&str] = &["tenant", "key", "model", "agent"];
-const MATCHERS: &[&str] = &["regex", "keywords", "pii"];
+const MATCHERS: &[&str] = &["regex", "keywords", "detector"];
 
 /// Reads the single key of a one-entry mapping, then hands the map over for
 /// the value and checks nothing follows.
@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for Matcher {
             type Value = Matcher;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("one of {regex: ..}, {keywords: [..]}, {pii: ..}")
+                f.write_str("one of {regex: ..}, {keywords: [..]}, {detector: ..}")
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Matcher, A::Error> {
@@ -93,7 +93,7 @@ impl<'de> Deserialize<'de> for Matcher {
                 let m = match key.as_str() {
                     "regex" => Matcher::Regex(map.next_value()?),
                     "keywords" => Matcher::Keywords(map.next_value()?),
-                    _ => Matcher::Pii(map.next_value::<PiiKind>()?),
+                    _ => Matcher::Detector(map.next_value::<BuiltinDetector>()?),
                 };
                 no_more(&mut map, &key, MATCHERS)?;
                 Ok(m)

@@ -150,7 +150,13 @@ pub fn check_document(
                     errs.push((m.key("keywords"), ErrorKind::EmptyKeywords));
                 }
             }
-            Matcher::Pii(_) => {}
+            Matcher::Detector(_) => {}
+        }
+        if rule.case_sensitive && !matches!(rule.matcher, Matcher::Keywords(_)) {
+            errs.push((
+                at.key("case_sensitive"),
+                ErrorKind::CaseSensitiveNotKeywords,
+            ));
         }
     }
 

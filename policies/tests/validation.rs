@@ -103,7 +103,7 @@ fn unknown_category_in_actions() {
 #[test]
 fn unknown_category_in_rule() {
     let (e, line, col, field) = single(&doc(
-        "backends: [rules]\ncategories: {variant: llama-guard-3-8b}\nrules:\n  - id: r1\n    category: S7\n    match: {pii: email}\n  - id: r2\n    category: S20\n    match: {pii: iban}\n",
+        "backends: [rules]\ncategories: {variant: llama-guard-3-8b}\nrules:\n  - id: r1\n    category: S7\n    match: {detector: email}\n  - id: r2\n    category: S20\n    match: {detector: phone}\n",
     ));
     assert_eq!((line, col, field.as_str()), (11, 5, "rules[1].category"));
     assert!(matches!(e.kind, ErrorKind::UnknownCategory { .. }));
@@ -181,7 +181,7 @@ fn redact_needs_a_rule() {
 #[test]
 fn rules_need_the_rules_backend_and_checkpoints_need_a_backend() {
     let errs = errors_of(&doc(
-        "checkpoints: [input]\ncategories: {variant: llama-guard-3-8b}\nrules:\n  - {id: r, category: S7, match: {pii: email}}\n",
+        "checkpoints: [input]\ncategories: {variant: llama-guard-3-8b}\nrules:\n  - {id: r, category: S7, match: {detector: email}}\n",
     ));
     let kinds: Vec<_> = errs.iter().map(|e| &e.kind).collect();
     assert!(
