@@ -168,10 +168,10 @@ pub enum ErrorKind {
     #[error("rules are defined but `{RULES_BACKEND}` is not in `backends`")]
     RulesWithoutBackend,
     /// Checkpoints without any backend to run.
-    #[error("checkpoints are enabled but no backend is listed")]
+    #[error("checkpoints are enabled but no backend is listed here or in a default policy")]
     CheckpointsWithoutBackend,
     /// A model backend with nothing to classify.
-    #[error("a guard model backend is listed but the policy has no `categories`")]
+    #[error("a guard model backend is listed but neither this policy nor a default policy has `categories`")]
     ModelBackendWithoutCategories,
     /// A custom category that reuses a standard code.
     #[error("custom category {0} reuses a standard code; custom codes start at S15")]

@@ -9,16 +9,19 @@
 pub mod document;
 pub mod effective;
 pub mod error;
+pub mod explain;
 pub mod load;
 mod locate;
 pub mod merge;
 pub mod names;
 pub mod schema;
 pub mod scope;
+pub mod store;
 mod tagged;
 pub mod taxonomy;
 pub mod validate;
 pub mod version;
+pub mod watch;
 
 pub use document::{
     Action, AppliesTo, BackendRef, BuiltinDetector, CategorySelector, CategorySet, Checkpoint,
@@ -29,9 +32,12 @@ pub use effective::{
     Sourced, ToolsAllowed,
 };
 pub use error::{ErrorKind, FieldPath, Location, PolicyError, PolicyErrors};
+pub use explain::explain;
 pub use load::{check_dir, load_dir, CheckReport, LoadedPolicy, PolicySet};
 pub use merge::merge;
 pub use names::{BackendName, PolicyId, RuleId, ScopeName, ToolName};
 pub use scope::{RequestScope, UnknownExtraCategory};
+pub use store::{PolicyStore, ReloadOutcome, StoreStatus};
 pub use validate::KnownNames;
 pub use version::Version;
+pub use watch::{PolicyWatcher, WatchError};

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::document::{AppliesTo, CustomCategory, PolicyDocument};
+use crate::document::{AppliesTo, BackendRef, CustomCategory, PolicyDocument};
 use crate::error::{ErrorKind, FieldPath, Location, PolicyError, PolicyErrors};
 use crate::locate::Positions;
 use crate::names::PolicyId;
@@ -360,6 +360,44 @@ fn check_across(report: &mut CheckReport, positions: &BTreeMap<PathBuf, Position
         .any(|p| p.document.applies_to == AppliesTo::Default);
     if all_parsed && !has_default {
         errors.push(whole_file(&report.dir, ErrorKind::NoDefaultPolicy));
+    }
+
+    // Documents are merged with every default policy, so what a document
+    // lacks may come from one; anything else could leave a checkpoint with
+    // nothing to run or a model with nothing to classify.
+    let defaults = || {
+        report
+            .policies
+            .iter()
+            .filter(|p| p.document.applies_to == AppliesTo::Default)
+    };
+    let default_backends = defaults().any(|p| !p.document.backends.is_empty());
+    let default_categories = defaults().any(|p| p.document.categories.is_some());
+    for (i, p) in report.policies.iter().enumerate() {
+        let doc = &p.document;
+        let pos = pos_of(&p.file);
+        if !doc.checkpoints.is_empty() && doc.backends.is_empty() && !default_backends {
+            errors.push(at(
+                &p.file,
+                pos,
+                FieldPath::root().key("checkpoints"),
+                ErrorKind::CheckpointsWithoutBackend,
+            ));
+            bad[i] = true;
+        }
+        let runs_model = doc
+            .backends
+            .iter()
+            .any(|b| matches!(b, BackendRef::Named(_)));
+        if runs_model && doc.categories.is_none() && !default_categories {
+            errors.push(at(
+                &p.file,
+                pos,
+                FieldPath::root().key("backends"),
+                ErrorKind::ModelBackendWithoutCategories,
+            ));
+            bad[i] = true;
+        }
     }
 
     let mut keep = bad.into_iter().map(|b| !b);

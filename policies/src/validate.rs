@@ -212,23 +212,6 @@ pub fn check_document(
     if !doc.rules.is_empty() && !doc.backends.contains(&BackendRef::Rules) {
         errs.push((root.key("rules"), ErrorKind::RulesWithoutBackend));
     }
-    if !doc.checkpoints.is_empty() && doc.backends.is_empty() {
-        errs.push((
-            root.key("checkpoints"),
-            ErrorKind::CheckpointsWithoutBackend,
-        ));
-    }
-    if doc.categories.is_none()
-        && doc
-            .backends
-            .iter()
-            .any(|b| matches!(b, BackendRef::Named(_)))
-    {
-        errs.push((
-            root.key("backends"),
-            ErrorKind::ModelBackendWithoutCategories,
-        ));
-    }
 
     if let Some(tools) = &doc.allowed_tools {
         for tool in tools {

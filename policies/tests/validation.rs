@@ -179,21 +179,44 @@ fn redact_needs_a_rule() {
 }
 
 #[test]
-fn rules_need_the_rules_backend_and_checkpoints_need_a_backend() {
-    let errs = errors_of(&doc(
-        "checkpoints: [input]\ncategories: {variant: llama-guard-3-8b}\nrules:\n  - {id: r, category: S7, match: {detector: email}}\n",
+fn rules_need_the_rules_backend() {
+    let (e, line, _, field) = single(&doc(
+        "categories: {variant: llama-guard-3-8b}\nbackends: [llama-guard-local]\nrules:\n  - {id: r, category: S7, match: {detector: email}}\n",
     ));
-    let kinds: Vec<_> = errs.iter().map(|e| &e.kind).collect();
-    assert!(
-        kinds.contains(&&ErrorKind::RulesWithoutBackend),
-        "{errs:#?}"
-    );
-    assert!(
-        kinds.contains(&&ErrorKind::CheckpointsWithoutBackend),
-        "{errs:#?}"
-    );
-    let (e, _, _, _) = single(&doc("backends: [llama-guard-local]\n"));
-    assert_eq!(e.kind, ErrorKind::ModelBackendWithoutCategories);
+    assert_eq!((line, field.as_str()), (6, "rules"));
+    assert_eq!(e.kind, ErrorKind::RulesWithoutBackend);
+}
+
+#[test]
+fn checkpoints_need_a_backend_here_or_in_a_default_policy() {
+    let tenant = "id: t\ndescription: T.\napplies_to: {tenant: t}\ncheckpoints: [tool_call]\n";
+    let bare_default = "id: default\ndescription: D.\napplies_to: default\n";
+    // The default policy provides backends: fine.
+    load_dir(
+        dir_with(&[("default.yaml", DEFAULT), ("t.yaml", tenant)]).path(),
+        &known(),
+    )
+    .unwrap();
+    // Nothing would run at the tenant's checkpoint.
+    let dir = dir_with(&[("default.yaml", bare_default), ("t.yaml", tenant)]);
+    let errs = load_dir(dir.path(), &known()).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].kind, ErrorKind::CheckpointsWithoutBackend);
+    assert_eq!(errs[0].file, dir.path().join("t.yaml"));
+    assert_eq!(errs[0].location.map(|l| (l.line, l.column)), Some((4, 1)));
+
+    // A model backend needs categories, here or in a default policy.
+    let model = "id: m\ndescription: M.\napplies_to: {model: m}\nbackends: [llama-guard-remote]\n";
+    load_dir(
+        dir_with(&[("default.yaml", DEFAULT), ("m.yaml", model)]).path(),
+        &known(),
+    )
+    .unwrap();
+    let dir = dir_with(&[("default.yaml", bare_default), ("m.yaml", model)]);
+    let errs = load_dir(dir.path(), &known()).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].kind, ErrorKind::ModelBackendWithoutCategories);
+    assert_eq!(errs[0].field.to_string(), "backends");
 }
 
 #[test]
