@@ -6,6 +6,7 @@
 //! request into an [`effective::EffectivePolicy`] at least as strict as each
 //! of them; [`store::PolicyStore`] holds the current set and hot-reloads it.
 
+pub mod decide;
 pub mod document;
 pub mod effective;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod validate;
 pub mod version;
 pub mod watch;
 
+pub use decide::{Decision, Findings};
 pub use document::{
     Action, AppliesTo, BackendRef, BuiltinDetector, CategorySelector, CategorySet, Checkpoint,
     CustomCategory, FailMode, FailModes, Matcher, PolicyDocument, Rule, Streaming, Threshold,
