@@ -25,7 +25,7 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BuiltIn => f.write_str("built-in default"),
+            Self::BuiltIn => f.write_str("built-in"),
             Self::Policy(id) => f.write_str(id.as_str()),
             Self::Request => f.write_str("request"),
         }

@@ -79,11 +79,11 @@ fn effective_id_version_and_provenance() {
         "effective policy default+acme",
         "acme                     applies to tenant acme",
         "tool_call    on    from acme",
-        "S1   Violent Crimes             block  from built-in default; threshold 0.25 from acme; checked by acme, default",
+        "S1   Violent Crimes             block  from built-in; threshold 0.25 from acme; checked by acme, default",
         "S15  Finance                    flag   from acme",
         "Investment advice.",
         "max tool retries: 1    from acme",
-        "streaming:        buffered    from built-in default",
+        "streaming:        buffered    from built-in",
         "1. rules (rules)    from default",
         "2. llama-guard-local    from default",
     ] {
