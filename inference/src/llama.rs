@@ -53,10 +53,10 @@ impl LlamaConfig {
         if self.n_layers == 0 || self.hidden == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
             return Err(bad("layer count, width and head counts must be positive"));
         }
-        if self.hidden % self.n_heads != 0 || self.n_heads % self.n_kv_heads != 0 {
+        if !self.hidden.is_multiple_of(self.n_heads) || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(bad("width must divide into query heads, query heads into key/value heads"));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(bad("head dimension must be even for RoPE"));
         }
         Ok(())
