@@ -59,8 +59,8 @@ CREATE INDEX audit_events_tenant_decision ON audit_events (tenant_id, decision, 
 CREATE INDEX audit_events_tenant_model   ON audit_events (tenant_id, model, occurred_at DESC);
 CREATE INDEX audit_events_tenant_key     ON audit_events (tenant_id, key_id, occurred_at DESC);
 CREATE INDEX audit_events_categories     ON audit_events USING gin (categories);
-CREATE INDEX audit_events_event_id       ON audit_events (event_id);
-CREATE INDEX audit_events_stream_hash    ON audit_events (stream_id, hash);
+-- Chain walks use the primary key (stream_id, seq, …); no further index
+-- is kept, so each insert maintains as few as the queries need.
 
 -- Catches rows outside every monthly partition so an insert never fails.
 CREATE TABLE audit_events_default PARTITION OF audit_events DEFAULT;

@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod export;
 pub mod ids;
+pub mod keys;
 pub mod query;
 pub mod retention;
 pub mod rows;
@@ -33,6 +34,9 @@ pub use event::{
 };
 pub use export::{export, export_to, ExportFormat};
 pub use ids::{InstanceId, KeyId, PolicyRef, RequestId, StreamId, TenantId};
+pub use keys::{
+    authenticate, create_api_key, list_api_keys, revoke_api_key, ApiKeyInfo, NewApiKey,
+};
 pub use query::{
     daily_stats, list_events, request_events, Cursor, DailyCount, EventFilter, EventPage,
 };

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod keys;
 mod privileges;
 mod queries;
 mod retention;
