@@ -64,31 +64,55 @@ fn tokenize_prints_llama_cpp_ids() {
     let m = model();
     for case in fixture("tokenizer/smollm2_tokens.json").as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        if !["ascii_sentence", "chatml_fragment_special", "chatml_fragment"].contains(&name) {
+        if ![
+            "ascii_sentence",
+            "chatml_fragment_special",
+            "chatml_fragment",
+        ]
+        .contains(&name)
+        {
             continue;
         }
         let mut args = vec!["tokenize", "--model", &m];
         if case["parse_special"].as_bool().unwrap() {
             args.push("--parse-special");
         }
-        let ids: Value = serde_json::from_str(&stdout(&warden(&args, case["text"].as_str().unwrap()))).unwrap();
+        let ids: Value =
+            serde_json::from_str(&stdout(&warden(&args, case["text"].as_str().unwrap()))).unwrap();
         assert_eq!(ids, case["ids"], "{name}");
     }
 }
 
 #[test]
 fn template_render_prints_exactly_the_fixture_prompt() {
-    for case in fixture("formats/llama31_chat_prompts.json").as_array().unwrap() {
-        let out = warden(&["template", "render", "--builtin", "llama3.1"], &case["input"].to_string());
+    for case in fixture("formats/llama31_chat_prompts.json")
+        .as_array()
+        .unwrap()
+    {
+        let out = warden(
+            &["template", "render", "--builtin", "llama3.1"],
+            &case["input"].to_string(),
+        );
         match case["expected_prompt"].as_str() {
             Some(want) => assert_eq!(stdout(&out), want, "{}", case["name"]),
             None => assert_eq!(out.status.code(), Some(1), "{}", case["name"]),
         }
     }
     let m = model();
-    for case in fixture("formats/smollm2_chat_prompts.json").as_array().unwrap() {
-        let out = warden(&["template", "render", "--model", &m], &case["input"].to_string());
-        assert_eq!(stdout(&out), case["expected_prompt"].as_str().unwrap(), "{}", case["name"]);
+    for case in fixture("formats/smollm2_chat_prompts.json")
+        .as_array()
+        .unwrap()
+    {
+        let out = warden(
+            &["template", "render", "--model", &m],
+            &case["input"].to_string(),
+        );
+        assert_eq!(
+            stdout(&out),
+            case["expected_prompt"].as_str().unwrap(),
+            "{}",
+            case["name"]
+        );
     }
 }
 
@@ -105,7 +129,10 @@ fn template_errors_exit_1_with_the_message() {
         ],
         "add_generation_prompt": true
     });
-    let out = warden(&["template", "render", "--builtin", "llama3.1"], &input.to_string());
+    let out = warden(
+        &["template", "render", "--builtin", "llama3.1"],
+        &input.to_string(),
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(!out.stderr.is_empty());
@@ -130,7 +157,11 @@ fn generate_and_logits_follow_the_fixtures() {
     let tf = &fixture("generation/smollm2_teacher_forced.json")[0];
     let ids: Vec<u64> = serde_json::from_value(tf["ids"].clone()).unwrap();
     let short = serde_json::to_string(&ids[..12]).unwrap();
-    let rows: Value = serde_json::from_str(&stdout(&warden(&["logits", "--model", &m, "--top", "5"], &short))).unwrap();
+    let rows: Value = serde_json::from_str(&stdout(&warden(
+        &["logits", "--model", &m, "--top", "5"],
+        &short,
+    )))
+    .unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 12);
     for (row, want) in rows.iter().zip(tf["positions"].as_array().unwrap()) {

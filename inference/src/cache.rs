@@ -80,8 +80,11 @@ impl KvCache {
         let capacity = needed.div_ceil(GROW_STEP) * GROW_STEP;
         for (k, v) in &mut self.layers {
             for t in [k, v] {
-                let bigger =
-                    Tensor::zeros((self.kv_heads, capacity, self.head_dim), DType::F32, &Device::Cpu)?;
+                let bigger = Tensor::zeros(
+                    (self.kv_heads, capacity, self.head_dim),
+                    DType::F32,
+                    &Device::Cpu,
+                )?;
                 if self.len > 0 {
                     bigger.slice_set(&t.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
                 }

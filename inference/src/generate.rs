@@ -91,7 +91,12 @@ impl<'a> TextAssembler<'a> {
     fn push(&mut self, bytes: &[u8]) -> (String, bool) {
         self.pending.extend_from_slice(bytes);
         self.held.push_str(&take_complete_utf8(&mut self.pending));
-        if let Some(at) = self.stop.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stop
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             self.held.truncate(at);
             return (self.release(self.held.len()), true);
         }

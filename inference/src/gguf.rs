@@ -33,7 +33,9 @@ impl GgufFile {
             reason,
         };
         if reader.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
-            return Err(invalid("the file does not start with the GGUF magic".into()));
+            return Err(invalid(
+                "the file does not start with the GGUF magic".into(),
+            ));
         }
         reader
             .seek(SeekFrom::Start(0))

@@ -53,8 +53,12 @@ impl LlamaConfig {
         if self.n_layers == 0 || self.hidden == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
             return Err(bad("layer count, width and head counts must be positive"));
         }
-        if !self.hidden.is_multiple_of(self.n_heads) || !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return Err(bad("width must divide into query heads, query heads into key/value heads"));
+        if !self.hidden.is_multiple_of(self.n_heads)
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
+        {
+            return Err(bad(
+                "width must divide into query heads, query heads into key/value heads",
+            ));
         }
         if !self.head_dim().is_multiple_of(2) {
             return Err(bad("head dimension must be even for RoPE"));
@@ -261,7 +265,9 @@ impl Llama {
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor> {
         let n = tokens.len();
         if n == 0 {
-            return Err(InferenceError::InvalidRequest("no tokens to process".into()));
+            return Err(InferenceError::InvalidRequest(
+                "no tokens to process".into(),
+            ));
         }
         let start = cache.len();
         if start + n > self.config.context_len {
@@ -316,7 +322,9 @@ impl Llama {
         let c = &self.config;
         let (n, hd) = (h.dim(0)?, c.head_dim());
         let heads = |t: Tensor, count: usize| -> Result<Tensor> {
-            Ok(t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous()?)
+            Ok(t.reshape((1, n, count, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let q = heads(layer.wq.forward(h)?, c.n_heads)?;
         let k = heads(layer.wk.forward(h)?, c.n_kv_heads)?;
@@ -366,7 +374,15 @@ fn causal_mask(n: usize, start: usize) -> Result<Option<Tensor>> {
     }
     let total = start + n;
     let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Ok(Some(Tensor::from_vec(mask, (n, total), &Device::Cpu)?))
 }
@@ -377,8 +393,14 @@ fn rope_tables(config: &LlamaConfig, freq_factors: Option<&[f32]>) -> Result<(Te
     let half = config.head_dim() / 2;
     let freqs: Vec<f32> = (0..half)
         .map(|i| {
-            let f = 1.0 / config.rope_theta.powf(2.0 * i as f64 / config.head_dim() as f64);
-            let factor = freq_factors.and_then(|ff| ff.get(i)).copied().unwrap_or(1.0);
+            let f = 1.0
+                / config
+                    .rope_theta
+                    .powf(2.0 * i as f64 / config.head_dim() as f64);
+            let factor = freq_factors
+                .and_then(|ff| ff.get(i))
+                .copied()
+                .unwrap_or(1.0);
             (f / f64::from(factor)) as f32
         })
         .collect();
@@ -398,8 +420,15 @@ fn gguf_tensor_names(n_layers: usize) -> Vec<String> {
         .collect();
     for i in 0..n_layers {
         for s in [
-            "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
-            "ffn_up", "ffn_down",
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
         ] {
             names.push(format!("blk.{i}.{s}.weight"));
         }

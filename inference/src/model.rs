@@ -128,7 +128,11 @@ impl Model {
         }
         let eos: Vec<TokenId> = match &config["eos_token_id"] {
             Value::Number(n) => n.as_u64().map(|v| v as TokenId).into_iter().collect(),
-            Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).map(|v| v as TokenId).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as TokenId)
+                .collect(),
             _ => Vec::new(),
         };
         let tokenizer = Tokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), &eos)?;
@@ -197,7 +201,12 @@ impl Model {
     }
 
     /// Runs `tokens` after what `cache` holds; see [`Llama::forward`].
-    pub fn forward(&self, tokens: &[TokenId], cache: &mut KvCache, logits: Logits) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        tokens: &[TokenId],
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor> {
         self.llama.forward(tokens, cache, logits)
     }
 
@@ -258,7 +267,11 @@ impl Model {
 }
 
 /// The template's `bos_token`/`eos_token` are the texts of those token ids.
-fn template_with_tokens(source: &str, tokenizer: &Tokenizer, gguf: &GgufFile) -> Result<ChatTemplate> {
+fn template_with_tokens(
+    source: &str,
+    tokenizer: &Tokenizer,
+    gguf: &GgufFile,
+) -> Result<ChatTemplate> {
     let text = |key: &str| {
         gguf.get_usize(key)
             .map(|id| String::from_utf8_lossy(tokenizer.token_bytes(id as TokenId)).into_owned())

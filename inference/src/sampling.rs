@@ -119,13 +119,19 @@ mod tests {
         };
         assert_eq!(run(&params), run(&params));
         let varied = run(&params);
-        assert!(varied.iter().any(|&t| t != varied[0]), "sampling never varied");
+        assert!(
+            varied.iter().any(|&t| t != varied[0]),
+            "sampling never varied"
+        );
         let top1 = SamplingParams {
             top_k: 1,
             ..params.clone()
         };
         assert!(run(&top1).iter().all(|&t| t == argmax(&logits)));
-        let tiny_p = SamplingParams { top_p: 1e-6, ..params };
+        let tiny_p = SamplingParams {
+            top_p: 1e-6,
+            ..params
+        };
         assert!(run(&tiny_p).iter().all(|&t| t == argmax(&logits)));
     }
 }

@@ -276,7 +276,10 @@ impl Tokenizer {
 
     /// The id of a special token given by its exact text.
     pub fn special_id(&self, text: &str) -> Option<TokenId> {
-        self.specials.iter().find(|(t, _)| t == text).map(|(_, id)| *id)
+        self.specials
+            .iter()
+            .find(|(t, _)| t == text)
+            .map(|(_, id)| *id)
     }
 
     /// Whether `id` is a special (control) token.
@@ -448,7 +451,12 @@ mod tests {
     #[test]
     fn protect_and_unmark_round_trip() {
         let specials = ["<|im_end|>", "<|im_start|>"];
-        for text in ["plain", "a<|im_end|>b", "\u{E000}x\u{E000}\u{E000}", "<|im_start|><|im_end|>"] {
+        for text in [
+            "plain",
+            "a<|im_end|>b",
+            "\u{E000}x\u{E000}\u{E000}",
+            "<|im_start|><|im_end|>",
+        ] {
             let p = protect_content(text, specials);
             assert!(!specials.iter().any(|s| p.contains(s)), "{p:?}");
             assert_eq!(unmark(&p), text);

@@ -47,15 +47,24 @@ fn teacher_forced_logits_are_within_tolerance() {
                 );
             }
             let diff = (f64::from(row[top_ids[0] as usize]) - top[0]).abs();
-            assert!(diff <= 1.5, "{name} position {i}: top-1 logit differs by {diff:.3}");
+            assert!(
+                diff <= 1.5,
+                "{name} position {i}: top-1 logit differs by {diff:.3}"
+            );
             diff_sum += diff;
         }
         let n = rows.len() as f64;
         let rate = agree as f64 / n;
         let mean = diff_sum / n;
-        eprintln!("{name}: argmax agreement {:.1}%, mean |Δlogit| {mean:.3}", rate * 100.0);
+        eprintln!(
+            "{name}: argmax agreement {:.1}%, mean |Δlogit| {mean:.3}",
+            rate * 100.0
+        );
         assert!(rate >= 0.90, "{name}: argmax agreement {rate:.3} < 0.90");
-        assert!(mean <= 0.30, "{name}: mean logit difference {mean:.3} > 0.30");
+        assert!(
+            mean <= 0.30,
+            "{name}: mean logit difference {mean:.3} > 0.30"
+        );
     }
 }
 
@@ -75,9 +84,21 @@ fn greedy_cases_match_prompt_forced_path_and_free_running_prefix() {
         }))
         .unwrap();
         let prompt = model.render(&input).unwrap();
-        assert_eq!(prompt, case["prompt"].as_str().unwrap(), "{name}: prompt text");
-        assert_eq!(model.encode_prompt(&prompt).unwrap(), prompt_ids, "{name}: prompt ids");
-        assert_eq!(model.encode_chat(&input).unwrap(), prompt_ids, "{name}: chat ids");
+        assert_eq!(
+            prompt,
+            case["prompt"].as_str().unwrap(),
+            "{name}: prompt text"
+        );
+        assert_eq!(
+            model.encode_prompt(&prompt).unwrap(),
+            prompt_ids,
+            "{name}: prompt ids"
+        );
+        assert_eq!(
+            model.encode_chat(&input).unwrap(),
+            prompt_ids,
+            "{name}: chat ids"
+        );
 
         // 2. Forced path: confident steps pick llama.cpp's token.
         let mut all = prompt_ids.clone();
@@ -102,9 +123,20 @@ fn greedy_cases_match_prompt_forced_path_and_free_running_prefix() {
         if done.finish == FinishReason::Stop {
             own.push(2);
         }
-        let cut = margins.iter().position(|&m| m < 0.5).unwrap_or(greedy.len());
-        assert!(own.len() >= cut, "{name}: stopped after {} tokens", own.len());
-        assert_eq!(own[..cut], greedy[..cut], "{name}: free-running prefix of {cut}");
+        let cut = margins
+            .iter()
+            .position(|&m| m < 0.5)
+            .unwrap_or(greedy.len());
+        assert!(
+            own.len() >= cut,
+            "{name}: stopped after {} tokens",
+            own.len()
+        );
+        assert_eq!(
+            own[..cut],
+            greedy[..cut],
+            "{name}: free-running prefix of {cut}"
+        );
         let tok = model.tokenizer();
         assert_eq!(
             tok.decode(&own[..cut], true),
@@ -242,7 +274,10 @@ fn the_same_seed_gives_the_same_sampled_text() {
     let a = sample(42);
     assert_eq!(a, sample(42));
     let others: Vec<String> = (1..4).map(sample).collect();
-    assert!(others.iter().any(|t| *t != a), "different seeds never differed");
+    assert!(
+        others.iter().any(|t| *t != a),
+        "different seeds never differed"
+    );
 }
 
 #[test]

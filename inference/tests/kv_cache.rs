@@ -10,7 +10,10 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -30,7 +33,12 @@ fn forks_of_a_prefilled_prefix_continue_like_fresh_sequences() {
 
     for prompt in [&a, &b] {
         let mut fork = prefix.fork().unwrap();
-        let cached = logits_rows(&model.forward(&prompt[shared..], &mut fork, Logits::Last).unwrap()).unwrap();
+        let cached = logits_rows(
+            &model
+                .forward(&prompt[shared..], &mut fork, Logits::Last)
+                .unwrap(),
+        )
+        .unwrap();
         let mut fresh = model.new_cache();
         let full = logits_rows(&model.forward(prompt, &mut fresh, Logits::Last).unwrap()).unwrap();
         assert_eq!(fork.len(), prompt.len());
@@ -47,15 +55,31 @@ fn rolling_back_replays_identically() {
     let prompt = ids(&common::fixture("generation/smollm2_greedy.json")[0]["prompt_ids"]);
     let mut cache = model.new_cache();
     model.forward(&prompt, &mut cache, Logits::Last).unwrap();
-    let first = logits_rows(&model.forward(&[504, 2365], &mut cache, Logits::All).unwrap()).unwrap();
+    let first = logits_rows(
+        &model
+            .forward(&[504, 2365], &mut cache, Logits::All)
+            .unwrap(),
+    )
+    .unwrap();
     // Go somewhere else, then roll back to the end of the prompt.
-    model.forward(&[11, 12, 13, 14], &mut cache, Logits::All).unwrap();
+    model
+        .forward(&[11, 12, 13, 14], &mut cache, Logits::All)
+        .unwrap();
     assert_eq!(cache.len(), prompt.len() + 6);
     cache.truncate(prompt.len());
     assert_eq!(cache.len(), prompt.len());
-    let again = logits_rows(&model.forward(&[504, 2365], &mut cache, Logits::All).unwrap()).unwrap();
+    let again = logits_rows(
+        &model
+            .forward(&[504, 2365], &mut cache, Logits::All)
+            .unwrap(),
+    )
+    .unwrap();
     for (x, y) in first.iter().zip(&again) {
-        assert_eq!(max_abs_diff(x, y), 0.0, "a rolled-back cache must replay exactly");
+        assert_eq!(
+            max_abs_diff(x, y),
+            0.0,
+            "a rolled-back cache must replay exactly"
+        );
     }
     // Rolling back into the prompt and re-feeding its tail also matches.
     cache.truncate(prompt.len() - 5);
@@ -75,9 +99,16 @@ fn sequences_past_the_context_are_refused() {
     let model = common::model();
     let mut cache = model.new_cache();
     let too_long = vec![504u32; cache.max_len() + 1];
-    let err = model.forward(&too_long, &mut cache, Logits::Last).unwrap_err();
-    assert!(err.to_string().contains("exceeds the model's context"), "{err}");
-    let err = model.forward(&[u32::MAX], &mut cache, Logits::Last).unwrap_err();
+    let err = model
+        .forward(&too_long, &mut cache, Logits::Last)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("exceeds the model's context"),
+        "{err}"
+    );
+    let err = model
+        .forward(&[u32::MAX], &mut cache, Logits::Last)
+        .unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
     assert!(cache.is_empty());
 }

@@ -57,7 +57,10 @@ fn a_file_that_is_not_gguf_is_named() {
     let path = dir.path().join("notes.gguf");
     std::fs::write(&path, b"this is a text file, not a model").unwrap();
     let err = load_err(&path);
-    assert!(err.contains("notes.gguf") && err.contains("GGUF magic"), "{err}");
+    assert!(
+        err.contains("notes.gguf") && err.contains("GGUF magic"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -67,11 +70,17 @@ fn a_truncated_download_is_detected() {
     let full = std::fs::read(common::model_path()).unwrap();
     std::fs::write(&path, &full[..full.len() / 2]).unwrap();
     let err = load_err(&path);
-    assert!(err.contains("cut.gguf") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
     // Cut inside the header too.
     std::fs::write(&path, &full[..4096]).unwrap();
     let err = load_err(&path);
-    assert!(err.contains("cut.gguf") && err.contains("not a valid GGUF"), "{err}");
+    assert!(
+        err.contains("cut.gguf") && err.contains("not a valid GGUF"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -83,7 +92,10 @@ fn a_corrupt_header_is_detected() {
     bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let err = load_err(&path);
-    assert!(err.contains("corrupt.gguf") && err.contains("not a valid GGUF"), "{err}");
+    assert!(
+        err.contains("corrupt.gguf") && err.contains("not a valid GGUF"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -92,14 +104,23 @@ fn an_unsupported_architecture_is_named() {
     let path = dir.path().join("mamba.gguf");
     tiny_gguf(
         &path,
-        &[("general.architecture", "mamba"), ("tokenizer.ggml.model", "gpt2")],
+        &[
+            ("general.architecture", "mamba"),
+            ("tokenizer.ggml.model", "gpt2"),
+        ],
         0,
         128,
     );
     let err = load_err(&path);
-    assert!(err.contains("mamba.gguf") && err.contains("\"mamba\""), "{err}");
+    assert!(
+        err.contains("mamba.gguf") && err.contains("\"mamba\""),
+        "{err}"
+    );
     let e = Model::load_gguf(&path).err().unwrap();
-    assert!(matches!(e, InferenceError::UnsupportedArchitecture { .. }), "{e}");
+    assert!(
+        matches!(e, InferenceError::UnsupportedArchitecture { .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -129,7 +150,10 @@ fn a_safetensors_directory_without_weights_is_named() {
     assert!(err.contains("no *.safetensors"), "{err}");
     std::fs::write(dir.path().join("model.safetensors"), b"garbage").unwrap();
     let err = load_err(dir.path());
-    assert!(err.contains("model.safetensors") && err.contains("safetensors"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("safetensors"),
+        "{err}"
+    );
     std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
     let err = load_err(dir.path());
     assert!(err.contains("unsupported architecture"), "{err}");
@@ -165,14 +189,23 @@ fn safetensors_export_of_the_bundled_model_runs_like_the_gguf() {
             .to_dtype(DType::F32)
             .unwrap()
     };
-    tensors.insert("model.embed_tokens.weight".to_string(), get("token_embd.weight"));
+    tensors.insert(
+        "model.embed_tokens.weight".to_string(),
+        get("token_embd.weight"),
+    );
     tensors.insert("model.norm.weight".to_string(), get("output_norm.weight"));
     for i in 0..cfg.n_layers {
         let g = |s: &str| format!("blk.{i}.{s}.weight");
         let h = |s: &str| format!("model.layers.{i}.{s}.weight");
         tensors.insert(h("input_layernorm"), get(&g("attn_norm")));
-        tensors.insert(h("self_attn.q_proj"), unpermute(&get(&g("attn_q")), cfg.n_heads));
-        tensors.insert(h("self_attn.k_proj"), unpermute(&get(&g("attn_k")), cfg.n_kv_heads));
+        tensors.insert(
+            h("self_attn.q_proj"),
+            unpermute(&get(&g("attn_q")), cfg.n_heads),
+        );
+        tensors.insert(
+            h("self_attn.k_proj"),
+            unpermute(&get(&g("attn_k")), cfg.n_kv_heads),
+        );
         tensors.insert(h("self_attn.v_proj"), get(&g("attn_v")));
         tensors.insert(h("self_attn.o_proj"), get(&g("attn_output")));
         tensors.insert(h("post_attention_layernorm"), get(&g("ffn_norm")));
@@ -198,7 +231,9 @@ fn safetensors_export_of_the_bundled_model_runs_like_the_gguf() {
     .unwrap();
     let mut file = std::fs::File::open(&gguf_path).unwrap();
     let content = Content::read(&mut file).unwrap();
-    let template = content.metadata["tokenizer.chat_template"].to_string().unwrap();
+    let template = content.metadata["tokenizer.chat_template"]
+        .to_string()
+        .unwrap();
     std::fs::write(
         dir.path().join("tokenizer_config.json"),
         serde_json::json!({"chat_template": template, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
@@ -228,5 +263,9 @@ fn safetensors_export_of_the_bundled_model_runs_like_the_gguf() {
         agree += usize::from(argmax(row) == top);
         assert!((f64::from(row[top as usize]) - logit).abs() <= 1.5);
     }
-    assert!(agree * 10 >= rows.len() * 9, "agreement {agree}/{}", rows.len());
+    assert!(
+        agree * 10 >= rows.len() * 9,
+        "agreement {agree}/{}",
+        rows.len()
+    );
 }

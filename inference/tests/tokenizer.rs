@@ -20,13 +20,21 @@ fn ids_match_llama_cpp_on_every_fixture_case() {
         assert_eq!(got, want, "case {name}");
         assert_eq!(tok.decode(&got, false), text, "decode of case {name}");
         if let Some(skip) = case["decoded_skip_special"].as_str() {
-            assert_eq!(tok.decode(&got, true), skip, "skip-special decode of case {name}");
+            assert_eq!(
+                tok.decode(&got, true),
+                skip,
+                "skip-special decode of case {name}"
+            );
         }
         if !special {
             // Every string without a `_special` twin has the same ids in both modes.
             let twin = cases.iter().any(|c| c["name"] == format!("{name}_special"));
             if !twin {
-                assert_eq!(tok.encode(text, true).unwrap(), want, "special mode of {name}");
+                assert_eq!(
+                    tok.encode(text, true).unwrap(),
+                    want,
+                    "special mode of {name}"
+                );
             }
         }
     }

@@ -160,7 +160,8 @@ fn parse_messages(text: &str) -> anyhow::Result<RenderInput> {
         }
         v
     };
-    serde_json::from_value(value).context("stdin must be {\"messages\": [...]} or an array of messages")
+    serde_json::from_value(value)
+        .context("stdin must be {\"messages\": [...]} or an array of messages")
 }
 
 pub fn logits(args: LogitsArgs) -> anyhow::Result<ExitCode> {

@@ -35,9 +35,11 @@ pub fn model_path() -> PathBuf {
     if let Ok(p) = std::env::var("WARDEN_TEST_MODEL") {
         return PathBuf::from(p);
     }
-    let dir = std::env::var("WARDEN_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/warden/models")
-    });
+    let dir = std::env::var("WARDEN_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/warden/models")
+        });
     let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
