@@ -44,7 +44,7 @@ pub use prompt::{
 };
 pub use remote::{RemoteBackend, RemoteConfig, RemoteMode};
 pub use rules::{RuleMatch, RulesBackend, RulesConfig};
-pub use verdict::{parse_verdict, Verdict, VerdictError};
+pub use verdict::{parse_code_list, parse_verdict, Verdict, VerdictError};
 
 #[cfg(test)]
 mod test_fixtures;

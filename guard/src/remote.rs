@@ -48,6 +48,9 @@ pub struct RemoteConfig {
     pub api_key: Option<String>,
     /// Upper bound on generated tokens (a verdict needs only a few).
     pub max_tokens: u32,
+    /// Ask for `top_logprobs` and report P(unsafe) as the outcome's score
+    /// (off by default: not every server supports logprobs).
+    pub score_from_logprobs: bool,
 }
 
 impl RemoteConfig {
@@ -60,6 +63,7 @@ impl RemoteConfig {
             timeout: Duration::from_secs(10),
             api_key: None,
             max_tokens: 16,
+            score_from_logprobs: false,
         }
     }
 }
@@ -122,14 +126,19 @@ impl RemoteBackend {
         }
     }
 
-    async fn call(&self, request: &GuardRequest) -> Result<String, GuardError> {
-        let body = json!({
+    /// Sends the request; returns the reply text and, when asked for, P(unsafe).
+    async fn call(&self, request: &GuardRequest) -> Result<(String, Option<f32>), GuardError> {
+        let mut body = json!({
             "model": self.config.model,
             "messages": self.messages_for(request),
             "temperature": 0,
             "max_tokens": self.config.max_tokens,
             "stream": false,
         });
+        if self.config.score_from_logprobs {
+            body["logprobs"] = json!(true);
+            body["top_logprobs"] = json!(10);
+        }
         let mut http = self.client.post(&self.endpoint).json(&body);
         if let Some(key) = &self.config.api_key {
             http = http.bearer_auth(key);
@@ -146,12 +155,21 @@ impl RemoteBackend {
         }
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| GuardError::InvalidResponse(format!("not JSON: {e}")))?;
-        json.pointer("/choices/0/message/content")
+        let content = json
+            .pointer("/choices/0/message/content")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| {
                 GuardError::InvalidResponse("no choices[0].message.content string".into())
-            })
+            })?;
+        let score = if self.config.score_from_logprobs {
+            json.pointer("/choices/0/logprobs/content")
+                .and_then(Value::as_array)
+                .and_then(|tokens| unsafe_score(tokens))
+        } else {
+            None
+        };
+        Ok((content, score))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> GuardError {
@@ -197,6 +215,42 @@ impl RemoteBackend {
     }
 }
 
+/// P(unsafe) from OpenAI-style `logprobs.content`: at the first generated
+/// token that is not whitespace, the softmax over the candidates that begin
+/// the word `unsafe` against those that begin `safe`. `None` when neither
+/// word is among the candidates there.
+fn unsafe_score(tokens: &[Value]) -> Option<f32> {
+    let first = tokens.iter().find(|t| {
+        t["token"]
+            .as_str()
+            .is_some_and(|text| !text.trim().is_empty())
+    })?;
+    let (mut p_safe, mut p_unsafe) = (0f64, 0f64);
+    let candidates = first["top_logprobs"].as_array().into_iter().flatten();
+    // The chosen token itself counts even if the list leaves it out.
+    let chosen = std::iter::once(first);
+    let mut seen = Vec::new();
+    for candidate in chosen.chain(candidates) {
+        let (Some(text), Some(logprob)) =
+            (candidate["token"].as_str(), candidate["logprob"].as_f64())
+        else {
+            continue;
+        };
+        let word = text.trim();
+        if word.is_empty() || seen.contains(&word) {
+            continue;
+        }
+        seen.push(word);
+        if "unsafe".starts_with(word) && word.starts_with('u') {
+            p_unsafe += logprob.exp();
+        } else if "safe".starts_with(word) {
+            p_safe += logprob.exp();
+        }
+    }
+    let total = p_safe + p_unsafe;
+    (total > 0.0).then(|| (p_unsafe / total) as f32)
+}
+
 impl GuardBackend for RemoteBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Remote
@@ -214,16 +268,17 @@ impl GuardBackend for RemoteBackend {
             let started = Instant::now();
             // reqwest's own timeout covers the transfer; this one also bounds
             // anything else (DNS, a stalled body) so the deadline always holds.
-            let output = tokio::time::timeout(self.config.timeout, self.call(request))
-                .await
-                .map_err(|_| GuardError::Timeout {
-                    backend: BackendKind::Remote,
-                    after: self.config.timeout,
-                })??;
+            let (output, unsafe_score) =
+                tokio::time::timeout(self.config.timeout, self.call(request))
+                    .await
+                    .map_err(|_| GuardError::Timeout {
+                        backend: BackendKind::Remote,
+                        after: self.config.timeout,
+                    })??;
             let verdict = self.verdict_from(&output, request)?;
             Ok(GuardOutcome {
                 verdict,
-                unsafe_score: None,
+                unsafe_score,
                 backend: BackendKind::Remote,
                 model: Some(self.config.model.clone()),
                 latency: started.elapsed(),
@@ -463,6 +518,50 @@ mod tests {
         .unwrap();
         let outcome = remote.classify(&input_request(only6)).await.unwrap();
         assert_eq!(outcome.verdict, Verdict::Safe);
+    }
+
+    #[tokio::test]
+    async fn logprobs_give_an_unsafe_score() {
+        let reply = Reply {
+            status: 200,
+            body: json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "\n\nsafe"},
+                  "logprobs": {"content": [
+                    {"token": "\n\n", "logprob": -0.01, "top_logprobs": []},
+                    {"token": "safe", "logprob": (0.8f64).ln(),
+                     "top_logprobs": [{"token": "safe", "logprob": (0.8f64).ln()},
+                                      {"token": "unsafe", "logprob": (0.15f64).ln()},
+                                      {"token": "The", "logprob": (0.05f64).ln()}]}]}}]
+            })
+            .to_string(),
+            delay: Duration::ZERO,
+        };
+        let server = fake_guard(reply).await;
+        let mut config = RemoteConfig::new(&server.base_url, "guard", RemoteMode::Prompt);
+        config.score_from_logprobs = true;
+        let remote = RemoteBackend::new(config).unwrap();
+        let outcome = remote
+            .classify(&input_request(CategorySet::standard(
+                GuardVariant::LlamaGuard3_1b,
+            )))
+            .await
+            .unwrap();
+        assert_eq!(outcome.verdict, Verdict::Safe);
+        let score = outcome.unsafe_score.unwrap();
+        assert!((score - 0.15 / 0.95).abs() < 1e-4, "{score}");
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(seen[0].1["logprobs"], true);
+    }
+
+    #[test]
+    fn unsafe_score_needs_a_safe_or_unsafe_candidate() {
+        let tokens = [json!({"token": "I", "logprob": -0.1,
+                             "top_logprobs": [{"token": "I", "logprob": -0.1}]})];
+        assert_eq!(unsafe_score(&tokens), None);
+        let tokens = [json!({"token": " uns", "logprob": -0.5,
+                             "top_logprobs": [{"token": "safe", "logprob": -1.0}]})];
+        let expected = (-0.5f64).exp() / ((-0.5f64).exp() + (-1.0f64).exp());
+        assert!((f64::from(unsafe_score(&tokens).unwrap()) - expected).abs() < 1e-6);
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 use serde::de::Error as _;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use warden_policies::taxonomy::CategoryCode;
+use warden_policies::taxonomy::{CategoryCode, InvalidCategoryCode};
 
 /// A parsed guard verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +125,17 @@ pub fn parse_verdict(output: &str, allowed: &[CategoryCode]) -> Result<Verdict, 
     }
 }
 
+/// Parses a code list typed by a person (e.g. `--allowed S1, S2,S10`):
+/// comma-separated, spaces around codes allowed, empty items skipped.
+/// Not for model output, which [`parse_verdict`] parses strictly.
+pub fn parse_code_list(list: &str) -> Result<Vec<CategoryCode>, InvalidCategoryCode> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
 /// Parses `S1,S10` strictly; every code must be in `allowed`.
 fn parse_codes(list: &str, allowed: &[CategoryCode]) -> Result<Vec<CategoryCode>, VerdictError> {
     let malformed = || VerdictError::MalformedCategories(list.to_owned());
@@ -189,6 +200,17 @@ mod tests {
         assert!(
             serde_json::from_str::<Verdict>(r#"{"verdict":"unsafe","categories":[]}"#).is_err()
         );
+    }
+
+    #[test]
+    fn code_lists_from_the_command_line() {
+        let codes = parse_code_list("S1, S2,S10,").unwrap();
+        assert_eq!(
+            codes.iter().map(|c| c.number()).collect::<Vec<_>>(),
+            [1, 2, 10]
+        );
+        assert!(parse_code_list("S1,s2").is_err());
+        assert_eq!(parse_code_list("").unwrap(), []);
     }
 
     #[test]
