@@ -16,6 +16,20 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The same computation up to the order of sums: a different batch shape
+/// changes rounding (llama.cpp's own batched and incremental paths differ by
+/// 0.15 on average), so compare the decision, not the bits.
+fn assert_same_prediction(got: &[f32], want: &[f32]) {
+    let top = argmax(want) as usize;
+    let diff = (got[top] - want[top]).abs();
+    assert!(diff < 0.5, "top logit differs by {diff}");
+    let mut sorted = want.to_vec();
+    sorted.sort_by(|x, y| y.total_cmp(x));
+    if sorted[0] - sorted[1] >= 0.5 {
+        assert_eq!(argmax(got) as usize, top);
+    }
+}
+
 #[test]
 fn forks_of_a_prefilled_prefix_continue_like_fresh_sequences() {
     let model = common::model();
