@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -79,7 +79,7 @@ pub struct LogitsArgs {
     top: usize,
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Model> {
+fn load(path: &Path) -> anyhow::Result<Model> {
     Ok(Model::load(path)?)
 }
 
