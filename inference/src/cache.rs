@@ -6,8 +6,6 @@
 //! clones), and roll a sequence back to any earlier position (the guard
 //! removes its closing instructions between incremental checks).
 
-use candle_core::{DType, Device, Tensor};
-
 use crate::error::Result;
 
 /// Positions added at a time when a cache outgrows its buffers.
@@ -16,10 +14,10 @@ const GROW_STEP: usize = 256;
 /// Keys and values of every layer for positions `0..len`.
 #[derive(Debug)]
 pub struct KvCache {
-    /// Per layer: keys and values, each `(kv_heads, capacity, head_dim)`.
-    layers: Vec<(Tensor, Tensor)>,
+    /// Per layer: keys and values, position-major `(position, kv_head, head_dim)`,
+    /// so appending positions never moves what is cached.
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
     len: usize,
-    capacity: usize,
     max_len: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -29,25 +27,12 @@ impl KvCache {
     /// An empty cache for a model of this shape; `max_len` is the model's context.
     pub fn new(n_layers: usize, kv_heads: usize, head_dim: usize, max_len: usize) -> Self {
         Self {
-            layers: Vec::with_capacity(n_layers),
+            layers: (0..n_layers).map(|_| (Vec::new(), Vec::new())).collect(),
             len: 0,
-            capacity: 0,
             max_len,
             kv_heads,
             head_dim,
         }
-        .with_layers(n_layers)
-    }
-
-    fn with_layers(mut self, n: usize) -> Self {
-        let empty = || Tensor::zeros((self.kv_heads, 0, self.head_dim), DType::F32, &Device::Cpu);
-        for _ in 0..n {
-            // Zero-sized tensors cannot fail to allocate.
-            if let (Ok(k), Ok(v)) = (empty(), empty()) {
-                self.layers.push((k, v));
-            }
-        }
-        self
     }
 
     /// Number of cached positions.
@@ -71,45 +56,41 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
-    /// Makes room for `extra` more positions, growing every layer's buffers.
+    fn width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Makes room for `extra` more positions in every layer.
     pub(crate) fn reserve(&mut self, extra: usize) -> Result<()> {
-        let needed = self.len + extra;
-        if needed <= self.capacity {
-            return Ok(());
-        }
-        let capacity = needed.div_ceil(GROW_STEP) * GROW_STEP;
+        let needed = (self.len + extra) * self.width();
         for (k, v) in &mut self.layers {
             for t in [k, v] {
-                let bigger = Tensor::zeros(
-                    (self.kv_heads, capacity, self.head_dim),
-                    DType::F32,
-                    &Device::Cpu,
-                )?;
-                if self.len > 0 {
-                    bigger.slice_set(&t.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                if t.len() < needed {
+                    // Grow in steps, not by doubling: caches are many and long.
+                    let step = GROW_STEP * self.kv_heads * self.head_dim;
+                    let target = needed.div_ceil(step) * step;
+                    t.reserve_exact(target - t.len());
+                    t.resize(needed, 0.0);
                 }
-                *t = bigger;
             }
         }
-        self.capacity = capacity;
         Ok(())
     }
 
-    /// Writes `k`, `v` (`(kv_heads, n, head_dim)`) of `layer` at positions
-    /// `start..start + n` and returns the layer's keys and values for
-    /// `0..start + n`. Space must have been reserved.
-    pub(crate) fn write(
-        &mut self,
-        layer: usize,
-        start: usize,
-        k: &Tensor,
-        v: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let n = k.dim(1)?;
-        let (kc, vc) = &self.layers[layer];
-        kc.slice_set(k, 1, start)?;
-        vc.slice_set(v, 1, start)?;
-        Ok((kc.narrow(1, 0, start + n)?, vc.narrow(1, 0, start + n)?))
+    /// Writes keys and values `(n, kv_head, head_dim)` of `layer` at
+    /// positions `start..start + n`. Space must have been reserved.
+    pub(crate) fn write(&mut self, layer: usize, start: usize, k: &[f32], v: &[f32]) {
+        let w = self.width();
+        let (kc, vc) = &mut self.layers[layer];
+        kc[start * w..start * w + k.len()].copy_from_slice(k);
+        vc[start * w..start * w + v.len()].copy_from_slice(v);
+    }
+
+    /// Keys and values of `layer` for positions `0..upto`.
+    pub(crate) fn layer(&self, layer: usize, upto: usize) -> (&[f32], &[f32]) {
+        let w = self.width();
+        let (k, v) = &self.layers[layer];
+        (&k[..upto * w], &v[..upto * w])
     }
 
     /// Records that `n` positions were appended by the last pass.
@@ -120,23 +101,17 @@ impl KvCache {
     /// A deep copy of the first `len` positions, with its own buffers, so the
     /// copy and the original can continue independently.
     pub fn fork(&self) -> Result<Self> {
-        let mut copy = Self {
-            layers: Vec::with_capacity(self.layers.len()),
-            len: 0,
-            capacity: 0,
+        let w = self.width();
+        Ok(Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (k[..self.len * w].to_vec(), v[..self.len * w].to_vec()))
+                .collect(),
+            len: self.len,
             max_len: self.max_len,
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
-        }
-        .with_layers(self.layers.len());
-        copy.reserve(self.len)?;
-        for ((k, v), (ck, cv)) in self.layers.iter().zip(&copy.layers) {
-            if self.len > 0 {
-                ck.slice_set(&k.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
-                cv.slice_set(&v.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
-            }
-        }
-        copy.len = self.len;
-        Ok(copy)
+        })
     }
 }

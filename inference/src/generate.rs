@@ -69,15 +69,15 @@ pub struct Completion {
 
 /// Turns token bytes into text deltas: complete characters only, and none
 /// that could still turn out to be the start of a stop string.
-struct TextAssembler<'a> {
+pub(crate) struct TextAssembler {
     pending: Vec<u8>,
     held: String,
-    stop: &'a [String],
+    stop: Vec<String>,
     emitted: String,
 }
 
-impl<'a> TextAssembler<'a> {
-    fn new(stop: &'a [String]) -> Self {
+impl TextAssembler {
+    pub(crate) fn new(stop: Vec<String>) -> Self {
         Self {
             pending: Vec::new(),
             held: String::new(),
@@ -88,7 +88,7 @@ impl<'a> TextAssembler<'a> {
 
     /// Adds a token's bytes; returns the newly final text and whether a stop
     /// string was completed.
-    fn push(&mut self, bytes: &[u8]) -> (String, bool) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> (String, bool) {
         self.pending.extend_from_slice(bytes);
         self.held.push_str(&take_complete_utf8(&mut self.pending));
         if let Some(at) = self
@@ -122,7 +122,7 @@ impl<'a> TextAssembler<'a> {
     }
 
     /// Whatever is still held when generation ends without a stop string.
-    fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         if !self.pending.is_empty() {
             self.held
                 .push_str(&String::from_utf8_lossy(&std::mem::take(&mut self.pending)));
@@ -187,7 +187,7 @@ impl Model {
     ) -> Result<Completion> {
         let tokenizer = self.tokenizer();
         let mut sampler = Sampler::new(options.sampling.clone());
-        let mut text = TextAssembler::new(&options.stop);
+        let mut text = TextAssembler::new(options.stop.clone());
         let mut tokens = Vec::new();
         let mut input: Vec<TokenId> = prompt.to_vec();
         let finish = loop {
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn utf8_is_never_split() {
-        let mut a = TextAssembler::new(&[]);
+        let mut a = TextAssembler::new(Vec::new());
         let euro = "€".as_bytes();
         assert_eq!(a.push(&euro[..1]).0, "");
         assert_eq!(a.push(&euro[1..]).0, "€");
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn stop_strings_are_held_back_and_cut() {
         let stop = vec!["STOP".to_string()];
-        let mut a = TextAssembler::new(&stop);
+        let mut a = TextAssembler::new(stop);
         assert_eq!(a.push(b"hello S"), ("hello ".to_string(), false));
         assert_eq!(a.push(b"T"), (String::new(), false));
         assert_eq!(a.push(b"x"), ("STx".to_string(), false));

@@ -3,17 +3,25 @@
 //! Written here instead of using `candle_transformers::models::quantized_llama`
 //! because that model owns its cache (dropped whenever a pass starts at
 //! position 0, never rolled back), returns only the last position's logits and
-//! stops its RoPE tables at 4096 positions. The matmuls are still candle's
-//! (`QMatMul`: quantised kernels for GGUF, dense for safetensors).
+//! stops its RoPE tables at 4096 positions. The matmuls go through
+//! [`Linear`]: our own kernels for Q4_1/Q5_0/Q5_1/Q8_0 weights, candle's
+//! `QMatMul` for the formats it already computes fast (K-quants, dense).
+//! Several sequences can run through one pass ([`Llama::forward_batch`]), so
+//! concurrent requests share each read of the weights.
 
 use std::path::Path;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use std::sync::{Arc, Mutex};
 
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use crate::attention::{attend, Heads, Rope, RopeStyle};
 use crate::cache::KvCache;
 use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
+use crate::linear::Linear;
+use crate::threads;
 
 /// Shape and numeric settings of a llama model.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,24 +75,15 @@ impl LlamaConfig {
     }
 }
 
-/// How RoPE pairs dimensions: GGUF converters permute Q/K rows so that
-/// adjacent dimensions pair up; Hugging Face weights pair dimension i with i + d/2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RopeStyle {
-    Interleaved,
-    Halves,
-}
-
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    /// Q, K and V fused along the output dimension.
+    qkv: Linear,
+    wo: Linear,
     ffn_norm: Tensor,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    /// Gate and up projections fused along the output dimension.
+    gate_up: Linear,
+    w_down: Linear,
 }
 
 /// Which positions of a pass to compute logits for.
@@ -99,13 +98,22 @@ pub enum Logits {
 /// A loaded llama model; immutable and shareable across threads.
 pub struct Llama {
     config: LlamaConfig,
-    embed: QMatMul,
+    embed: Linear,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
-    cos: Tensor,
-    sin: Tensor,
-    rope: RopeStyle,
+    output: Linear,
+    rope: Rope,
+    pool: Mutex<(usize, Arc<rayon::ThreadPool>)>,
+}
+
+/// One sequence of a batched pass: its new tokens, its cache, which logits.
+pub struct BatchItem<'a> {
+    /// Tokens to run after what the cache holds (not empty).
+    pub tokens: &'a [u32],
+    /// The sequence's cache; the tokens are appended to it.
+    pub cache: &'a mut KvCache,
+    /// Which positions get logits.
+    pub logits: Logits,
 }
 
 impl Llama {
@@ -147,23 +155,24 @@ impl Llama {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
             layers.push(Layer {
                 attn_norm: q(&p("attn_norm"))?.dequantize(&Device::Cpu)?,
-                wq: QMatMul::from_qtensor(q(&p("attn_q"))?)?,
-                wk: QMatMul::from_qtensor(q(&p("attn_k"))?)?,
-                wv: QMatMul::from_qtensor(q(&p("attn_v"))?)?,
-                wo: QMatMul::from_qtensor(q(&p("attn_output"))?)?,
+                qkv: Linear::from_qtensors(vec![
+                    q(&p("attn_q"))?,
+                    q(&p("attn_k"))?,
+                    q(&p("attn_v"))?,
+                ])?,
+                wo: Linear::from_qtensors(vec![q(&p("attn_output"))?])?,
                 ffn_norm: q(&p("ffn_norm"))?.dequantize(&Device::Cpu)?,
-                w_gate: QMatMul::from_qtensor(q(&p("ffn_gate"))?)?,
-                w_up: QMatMul::from_qtensor(q(&p("ffn_up"))?)?,
-                w_down: QMatMul::from_qtensor(q(&p("ffn_down"))?)?,
+                gate_up: Linear::from_qtensors(vec![q(&p("ffn_gate"))?, q(&p("ffn_up"))?])?,
+                w_down: Linear::from_qtensors(vec![q(&p("ffn_down"))?])?,
             });
         }
         let norm = q("output_norm.weight")?.dequantize(&Device::Cpu)?;
-        let embed_arc = std::sync::Arc::new(embed_q);
+        let embed = Linear::from_qtensors(vec![embed_q])?;
         let output = if gguf.tensor_info("output.weight").is_some() {
-            QMatMul::from_qtensor(gguf.tensor("output.weight")?)?
+            Linear::from_qtensors(vec![gguf.tensor("output.weight")?])?
         } else {
             // Tied embeddings: the output projection is the embedding matrix.
-            QMatMul::from_arc(embed_arc.clone())?
+            embed.share()
         };
         let freq_factors = if gguf.tensor_info("rope_freqs.weight").is_some() {
             Some(
@@ -175,15 +184,14 @@ impl Llama {
             None
         };
         let config = LlamaConfig { vocab, ..config };
-        let (cos, sin) = rope_tables(&config, freq_factors.as_deref())?;
+        let rope = rope_tables(&config, freq_factors.as_deref(), RopeStyle::Interleaved)?;
         Ok(Self {
-            embed: QMatMul::from_arc(embed_arc)?,
+            embed,
             layers,
             norm,
             output,
-            cos,
-            sin,
-            rope: RopeStyle::Interleaved,
+            rope,
+            pool: default_pool()?,
             config,
         })
     }
@@ -204,41 +212,41 @@ impl Llama {
             })?;
             Ok(t.to_dtype(DType::F32)?)
         };
-        let dense = |t: Tensor| QMatMul::Tensor(t);
+        let dense = |parts: Vec<Tensor>| Linear::from_dense(parts);
         let embed = take("model.embed_tokens.weight")?;
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let p = |s: &str| format!("model.layers.{i}.{s}.weight");
             layers.push(Layer {
                 attn_norm: take(&p("input_layernorm"))?,
-                wq: dense(take(&p("self_attn.q_proj"))?),
-                wk: dense(take(&p("self_attn.k_proj"))?),
-                wv: dense(take(&p("self_attn.v_proj"))?),
-                wo: dense(take(&p("self_attn.o_proj"))?),
+                qkv: dense(vec![
+                    take(&p("self_attn.q_proj"))?,
+                    take(&p("self_attn.k_proj"))?,
+                    take(&p("self_attn.v_proj"))?,
+                ])?,
+                wo: dense(vec![take(&p("self_attn.o_proj"))?])?,
                 ffn_norm: take(&p("post_attention_layernorm"))?,
-                w_gate: dense(take(&p("mlp.gate_proj"))?),
-                w_up: dense(take(&p("mlp.up_proj"))?),
-                w_down: dense(take(&p("mlp.down_proj"))?),
+                gate_up: dense(vec![take(&p("mlp.gate_proj"))?, take(&p("mlp.up_proj"))?])?,
+                w_down: dense(vec![take(&p("mlp.down_proj"))?])?,
             });
         }
         let norm = take("model.norm.weight")?;
         let output = match take("lm_head.weight") {
-            Ok(t) => dense(t),
-            Err(_) => dense(embed.clone()),
+            Ok(t) => dense(vec![t])?,
+            Err(_) => dense(vec![embed.clone()])?,
         };
         let config = LlamaConfig {
             vocab: embed.dim(0)?,
             ..config
         };
-        let (cos, sin) = rope_tables(&config, freq_factors.as_deref())?;
+        let rope = rope_tables(&config, freq_factors.as_deref(), RopeStyle::Halves)?;
         Ok(Self {
-            embed: dense(embed),
+            embed: dense(vec![embed])?,
             layers,
             norm,
             output,
-            cos,
-            sin,
-            rope: RopeStyle::Halves,
+            rope,
+            pool: default_pool()?,
             config,
         })
     }
@@ -258,22 +266,67 @@ impl Llama {
         )
     }
 
+    /// Worker threads used by each pass.
+    pub fn threads(&self) -> usize {
+        self.lock_pool().0
+    }
+
+    /// Sets the worker threads for later passes (a pool shared with every
+    /// model using the same count).
+    pub fn set_threads(&self, threads: usize) -> Result<()> {
+        let pool = threads::pool(threads)?;
+        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = (threads.max(1), pool);
+        Ok(())
+    }
+
+    fn lock_pool(&self) -> (usize, Arc<rayon::ThreadPool>) {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Runs `tokens` through the model after the positions already in `cache`,
     /// appends their keys and values to it, and returns logits as
     /// `(positions, vocab)`: one row for [`Logits::Last`], one per token for
     /// [`Logits::All`].
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor> {
+        let mut items = [BatchItem {
+            tokens,
+            cache,
+            logits,
+        }];
+        let mut out = self.forward_batch(&mut items)?;
+        Ok(out.remove(0))
+    }
+
+    /// Runs several sequences through one pass: the linear layers see all
+    /// their tokens at once (each weight is read once for the whole batch),
+    /// attention stays per sequence. Returns each item's logits as
+    /// [`Llama::forward`] would. Nothing is written to any cache unless
+    /// every item is valid.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Tensor>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        for item in items.iter() {
+            self.check(item.tokens, item.cache)?;
+        }
+        for item in items.iter_mut() {
+            item.cache.reserve(item.tokens.len())?;
+        }
+        let (_, pool) = self.lock_pool();
+        pool.install(|| self.forward_checked(items))
+    }
+
+    fn check(&self, tokens: &[u32], cache: &KvCache) -> Result<()> {
         let n = tokens.len();
         if n == 0 {
             return Err(InferenceError::InvalidRequest(
                 "no tokens to process".into(),
             ));
         }
-        let start = cache.len();
-        if start + n > self.config.context_len {
+        if cache.len() + n > self.config.context_len {
             return Err(InferenceError::InvalidRequest(format!(
                 "sequence of {} tokens exceeds the model's context of {}",
-                start + n,
+                cache.len() + n,
                 self.config.context_len
             )));
         }
@@ -283,113 +336,106 @@ impl Llama {
                 self.config.vocab
             )));
         }
-        cache.reserve(n)?;
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = self.embed.embedding(&ids)?;
-        let cos = self.cos.narrow(0, start, n)?;
-        let sin = self.sin.narrow(0, start, n)?;
-        let mask = causal_mask(n, start)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.config.rms_eps as f32)?;
-            let attn = self.attention(i, layer, &h, &cos, &sin, mask.as_ref(), cache, start)?;
-            x = (x + attn)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_eps as f32)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let up = layer.w_up.forward(&h)?;
-            x = (x + layer.w_down.forward(&(gate * up)?)?)?;
-        }
-        cache.advance(n);
-        let x = match logits {
-            Logits::Last => x.narrow(0, n - 1, 1)?,
-            Logits::All => x,
-        };
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps as f32)?;
-        Ok(self.output.forward(&x)?)
+        Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        index: usize,
-        layer: &Layer,
-        h: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut KvCache,
-        start: usize,
-    ) -> Result<Tensor> {
+    fn forward_checked(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Tensor>> {
         let c = &self.config;
-        let (n, hd) = (h.dim(0)?, c.head_dim());
-        let heads = |t: Tensor, count: usize| -> Result<Tensor> {
-            Ok(t.reshape((1, n, count, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
+        let all: Vec<u32> = items
+            .iter()
+            .flat_map(|i| i.tokens.iter().copied())
+            .collect();
+        let mut x = self.embed.embedding(&all)?;
+        let mut offsets = Vec::with_capacity(items.len());
+        let mut offset = 0;
+        for item in items.iter() {
+            offsets.push(offset);
+            offset += item.tokens.len();
+        }
+        let total_rows = offset;
+        let heads = Heads {
+            query: c.n_heads,
+            kv: c.n_kv_heads,
+            dim: c.head_dim(),
         };
-        let q = heads(layer.wq.forward(h)?, c.n_heads)?;
-        let k = heads(layer.wk.forward(h)?, c.n_kv_heads)?;
-        let v = heads(layer.wv.forward(h)?, c.n_kv_heads)?;
-        let (q, k) = match self.rope {
-            RopeStyle::Interleaved => (
-                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
-            ),
-            RopeStyle::Halves => (
-                candle_nn::rotary_emb::rope(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope(&k, cos, sin)?,
-            ),
+        let (q_width, kv_width) = (c.n_heads * c.head_dim(), c.n_kv_heads * c.head_dim());
+        let width = q_width + 2 * kv_width;
+        let eps = c.rms_eps as f32;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let qkv = layer.qkv.forward(&h)?.flatten_all()?.to_vec1::<f32>()?;
+            let mut attn = vec![0f32; total_rows * q_width];
+            for (item, &offset) in items.iter_mut().zip(&offsets) {
+                let (n, start) = (item.tokens.len(), item.cache.len());
+                let rows = &qkv[offset * width..(offset + n) * width];
+                let mut q = Vec::with_capacity(n * q_width);
+                let mut k = Vec::with_capacity(n * kv_width);
+                let mut v = Vec::with_capacity(n * kv_width);
+                for row in rows.chunks_exact(width) {
+                    q.extend_from_slice(&row[..q_width]);
+                    k.extend_from_slice(&row[q_width..q_width + kv_width]);
+                    v.extend_from_slice(&row[q_width + kv_width..]);
+                }
+                self.rope.apply(&mut q, c.n_heads, start);
+                self.rope.apply(&mut k, c.n_kv_heads, start);
+                item.cache.write(index, start, &k, &v);
+                let (keys, values) = item.cache.layer(index, start + n);
+                let out = &mut attn[offset * q_width..(offset + n) * q_width];
+                attend(&q, keys, values, start, heads, out);
+            }
+            let attn = Tensor::from_vec(attn, (total_rows, q_width), &Device::Cpu)?;
+            x = (x + layer.wo.forward(&attn)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gate_up = layer.gate_up.forward(&h)?;
+            let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, c.ffn)?)?;
+            let up = gate_up.narrow(1, c.ffn, c.ffn)?;
+            x = (x + layer.w_down.forward(&(gate * up)?)?)?;
+        }
+        for item in items.iter_mut() {
+            item.cache.advance(item.tokens.len());
+        }
+        // Only the rows that need logits go through the (large) output layer.
+        let mut picked = Vec::with_capacity(items.len());
+        let mut counts = Vec::with_capacity(items.len());
+        for (item, &offset) in items.iter().zip(&offsets) {
+            let n = item.tokens.len();
+            let rows = match item.logits {
+                Logits::Last => x.narrow(0, offset + n - 1, 1)?,
+                Logits::All => x.narrow(0, offset, n)?,
+            };
+            counts.push(rows.dim(0)?);
+            picked.push(rows);
+        }
+        let x = if picked.len() == 1 {
+            picked.pop().unwrap_or_else(|| unreachable!())
+        } else {
+            Tensor::cat(&picked, 0)?
         };
-        let (k_all, v_all) = cache.write(index, start, &k.squeeze(0)?, &v.squeeze(0)?)?;
-        let total = start + n;
-        // Grouped-query attention without copying keys: the query heads that
-        // share a key/value head are stacked along the position axis.
-        let group = c.n_heads / c.n_kv_heads;
-        let q = q
-            .squeeze(0)?
-            .reshape((c.n_kv_heads, group * n, hd))?
-            .affine(1.0 / (hd as f64).sqrt(), 0.0)?;
-        let scores = q.matmul(&k_all.t()?)?;
-        let scores = match mask {
-            Some(m) => scores
-                .reshape((c.n_kv_heads, group, n, total))?
-                .broadcast_add(m)?
-                .reshape((c.n_kv_heads, group * n, total))?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v_all.contiguous()?)?;
-        let out = out
-            .reshape((c.n_heads, n, hd))?
-            .transpose(0, 1)?
-            .reshape((n, c.n_heads * hd))?;
-        Ok(layer.wo.forward(&out)?)
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+        let logits = self.output.forward(&x)?;
+        let mut out = Vec::with_capacity(counts.len());
+        let mut at = 0;
+        for n in counts {
+            out.push(logits.narrow(0, at, n)?);
+            at += n;
+        }
+        Ok(out)
     }
 }
 
-/// `-inf` above the diagonal for `n` new positions after `start` cached ones;
-/// `None` for a single new position, which may see everything.
-fn causal_mask(n: usize, start: usize) -> Result<Option<Tensor>> {
-    if n == 1 {
-        return Ok(None);
-    }
-    let total = start + n;
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > start + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Some(Tensor::from_vec(mask, (n, total), &Device::Cpu)?))
+/// The shared pool with the default thread count.
+fn default_pool() -> Result<Mutex<(usize, Arc<rayon::ThreadPool>)>> {
+    let n = threads::default_threads();
+    Ok(Mutex::new((n, threads::pool(n)?)))
 }
 
 /// Cosine and sine tables `(context_len, head_dim / 2)` for every position the
 /// model can hold; `freq_factors` divides each frequency (Llama 3.1 scaling).
-fn rope_tables(config: &LlamaConfig, freq_factors: Option<&[f32]>) -> Result<(Tensor, Tensor)> {
+fn rope_tables(
+    config: &LlamaConfig,
+    freq_factors: Option<&[f32]>,
+    style: RopeStyle,
+) -> Result<Rope> {
     let half = config.head_dim() / 2;
     let freqs: Vec<f32> = (0..half)
         .map(|i| {
@@ -409,7 +455,13 @@ fn rope_tables(config: &LlamaConfig, freq_factors: Option<&[f32]>) -> Result<(Te
         .to_dtype(DType::F32)?
         .reshape((config.context_len, 1))?;
     let angles = positions.broadcast_mul(&freqs)?;
-    Ok((angles.cos()?, angles.sin()?))
+    let flat = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+    Ok(Rope::new(
+        flat(angles.cos()?)?,
+        flat(angles.sin()?)?,
+        half,
+        style,
+    ))
 }
 
 /// Names of every tensor a GGUF llama model with `n_layers` blocks uses.

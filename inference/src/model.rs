@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::cache::KvCache;
 use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::{Llama, LlamaConfig, Logits};
+use crate::llama::{BatchItem, Llama, LlamaConfig, Logits};
 use crate::template::{BuiltinTemplate, ChatTemplate, RenderInput};
 use crate::tokenizer::{protect_content, TokenId, Tokenizer};
 
@@ -208,6 +208,22 @@ impl Model {
         logits: Logits,
     ) -> Result<Tensor> {
         self.llama.forward(tokens, cache, logits)
+    }
+
+    /// Runs several sequences through one pass; see [`Llama::forward_batch`].
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Tensor>> {
+        self.llama.forward_batch(items)
+    }
+
+    /// Worker threads each pass uses.
+    pub fn threads(&self) -> usize {
+        self.llama.threads()
+    }
+
+    /// Sets the worker threads for later passes (default: `WARDEN_THREADS`,
+    /// else every core).
+    pub fn set_threads(&self, threads: usize) -> Result<()> {
+        self.llama.set_threads(threads)
     }
 
     /// Renders a conversation with the model's template: the exact prompt text.

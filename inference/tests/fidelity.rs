@@ -166,8 +166,12 @@ fn incremental_decoding_matches_the_batched_pass() {
         rows.extend(logits_rows(&model.forward(&[t], &mut cache, Logits::Last).unwrap()).unwrap());
     }
     assert_eq!(rows.len(), batched.len());
-    // The two paths sum in different orders, so they differ by rounding noise
-    // (llama.cpp's own two paths differ by 0.15 on average, 0.65 at most).
+    // The batched pass multiplies dequantised weights in f32 (GEMM) while one
+    // token goes through the 8-bit integer kernels, so the two differ by
+    // rounding noise amplified over 30 layers: llama.cpp's own two paths
+    // differ by 0.15 on average (0.65 at most), and nudging the embeddings
+    // by 1e-6 moves the top logit by 0.17 on average. The mean bound is the
+    // fixture README's cross-implementation tolerance (0.30).
     let mut sum = 0.0;
     for (i, (a, b)) in rows.iter().zip(&batched).enumerate() {
         let top = argmax(b) as usize;
@@ -181,7 +185,7 @@ fn incremental_decoding_matches_the_batched_pass() {
         }
     }
     let mean = sum / rows.len() as f32;
-    assert!(mean < 0.15, "mean difference {mean}");
+    assert!(mean < 0.30, "mean difference {mean}");
 }
 
 #[test]

@@ -1,0 +1,132 @@
+//! Quantised dot-product kernels for the weight formats candle computes
+//! slowly on x86, chosen at run time by CPU feature rather than at build time
+//! (one binary runs at full speed on any x86-64 and correctly everywhere).
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+pub mod blocks;
+pub mod scalar;
+
+use std::sync::OnceLock;
+
+pub use blocks::{Block, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK};
+
+/// Which instruction set the kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX2 with FMA and F16C (x86-64 since Haswell).
+    Avx2,
+    /// Portable Rust.
+    Scalar,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports (checked once).
+    pub fn detect() -> Self {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                return Isa::Avx2;
+            }
+            Isa::Scalar
+        })
+    }
+}
+
+/// A weight block format with its activation format and dot product.
+pub trait WeightFormat: Block {
+    /// Block format the activations are quantised to.
+    type Act: Block + Default;
+    /// Quantises one activation row (length a multiple of 32).
+    fn quantize_act(x: &[f32], out: &mut [Self::Act]);
+    /// Dot product of a weight row with an activation row, both in blocks.
+    fn dot(isa: Isa, w: &[Self], a: &[Self::Act]) -> f32;
+
+    /// Replaces a row by its quantised-then-dequantised activations, so a
+    /// float GEMM on it computes what the integer kernels compute (up to
+    /// summation order): batched and one-token passes then agree as
+    /// closely as llama.cpp's own two paths do.
+    fn round_trip_act(x: &mut [f32]) {
+        let mut blocks = vec![Self::Act::default(); x.len() / QK];
+        Self::quantize_act(x, &mut blocks);
+        for (b, chunk) in blocks.iter().zip(x.chunks_exact_mut(QK)) {
+            b.dequantize(chunk);
+        }
+    }
+}
+
+impl Default for BlockQ8_0 {
+    fn default() -> Self {
+        Self {
+            d: half::f16::ZERO,
+            qs: [0; QK],
+        }
+    }
+}
+
+impl Default for BlockQ8_1 {
+    fn default() -> Self {
+        Self {
+            d: half::f16::ZERO,
+            s: half::f16::ZERO,
+            qs: [0; QK],
+        }
+    }
+}
+
+/// Dispatches to the AVX2 kernel when `isa` allows it, else the scalar one.
+macro_rules! dispatch {
+    ($isa:expr, $name:ident, $w:expr, $a:expr) => {{
+        debug_assert_eq!($w.len(), $a.len());
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2` is only produced after detecting AVX2, FMA and F16C.
+            Isa::Avx2 => unsafe { avx2::$name($w, $a) },
+            _ => scalar::$name($w, $a),
+        }
+    }};
+}
+
+impl WeightFormat for BlockQ4_1 {
+    type Act = BlockQ8_1;
+    fn quantize_act(x: &[f32], out: &mut [BlockQ8_1]) {
+        blocks::quantize_q8_1(x, out)
+    }
+    fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_1]) -> f32 {
+        dispatch!(isa, dot_q4_1_q8_1, w, a)
+    }
+}
+
+impl WeightFormat for BlockQ5_0 {
+    type Act = BlockQ8_0;
+    fn quantize_act(x: &[f32], out: &mut [BlockQ8_0]) {
+        blocks::quantize_q8_0(x, out)
+    }
+    fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        dispatch!(isa, dot_q5_0_q8_0, w, a)
+    }
+}
+
+impl WeightFormat for BlockQ5_1 {
+    type Act = BlockQ8_1;
+    fn quantize_act(x: &[f32], out: &mut [BlockQ8_1]) {
+        blocks::quantize_q8_1(x, out)
+    }
+    fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_1]) -> f32 {
+        dispatch!(isa, dot_q5_1_q8_1, w, a)
+    }
+}
+
+impl WeightFormat for BlockQ8_0 {
+    type Act = BlockQ8_0;
+    fn quantize_act(x: &[f32], out: &mut [BlockQ8_0]) {
+        blocks::quantize_q8_0(x, out)
+    }
+    fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        dispatch!(isa, dot_q8_0_q8_0, w, a)
+    }
+}

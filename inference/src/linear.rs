@@ -1,0 +1,388 @@
+//! Linear layers: our own quantised kernels for the block formats candle is
+//! slow at on x86, candle's `QMatMul` for everything else.
+//!
+//! Two paths for our formats:
+//! - few rows (decode, small batches): activations quantised once per row to
+//!   8 bits and integer dot products against the packed weights, so each
+//!   weight byte is read once per step (decode is memory-bound);
+//! - many rows (prefill): tiles of weight rows dequantised to f32 in a
+//!   cache-sized buffer and multiplied with a fast f32 GEMM, so prefill is
+//!   compute-bound and the dequantisation is paid once per tile, not per token.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::kernels::blocks::parse_blocks;
+use crate::kernels::{Block, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Isa, WeightFormat, QK};
+
+/// Default for [`gemm_min_rows`].
+pub const GEMM_MIN_ROWS: usize = 8;
+
+static GEMM_MIN: AtomicUsize = AtomicUsize::new(GEMM_MIN_ROWS);
+
+/// Rows at and above which a product goes through dequantised tiles and GEMM.
+pub fn gemm_min_rows() -> usize {
+    GEMM_MIN.load(Ordering::Relaxed)
+}
+
+/// Changes [`gemm_min_rows`] process-wide (benchmarks, comparisons of the paths).
+pub fn set_gemm_min_rows(rows: usize) {
+    GEMM_MIN.store(rows, Ordering::Relaxed)
+}
+
+/// f32 values per dequantised tile (256 KiB: stays in L2 while it is used).
+const TILE_VALUES: usize = 64 * 1024;
+
+/// A row-major matrix of quantised blocks, `cols / 32` blocks per row.
+pub struct QMatrix<B> {
+    blocks: Vec<B>,
+    rows: usize,
+    cols: usize,
+}
+
+impl<B: WeightFormat> QMatrix<B> {
+    fn from_bytes(bytes: &[u8], rows: usize, cols: usize) -> Self {
+        Self {
+            blocks: parse_blocks(bytes),
+            rows,
+            cols,
+        }
+    }
+
+    fn concat(parts: &[QTensor], rows: usize, cols: usize) -> Result<Self> {
+        let mut blocks = Vec::with_capacity(rows * cols / QK);
+        for p in parts {
+            let data = p.data()?;
+            if data.len() != p.shape().elem_count() / QK * B::BYTES {
+                return Err(candle_core::Error::Msg(format!(
+                    "{:?} tensor of {} bytes for {} values",
+                    p.dtype(),
+                    data.len(),
+                    p.shape().elem_count()
+                ))
+                .into());
+            }
+            blocks.extend(data.chunks_exact(B::BYTES).map(B::parse));
+        }
+        Ok(Self { blocks, rows, cols })
+    }
+
+    fn row(&self, r: usize) -> &[B] {
+        let kb = self.cols / QK;
+        &self.blocks[r * kb..(r + 1) * kb]
+    }
+
+    fn dequantize_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        for (r, dst) in rows.zip(out.chunks_exact_mut(self.cols)) {
+            for (b, chunk) in self.row(r).iter().zip(dst.chunks_exact_mut(QK)) {
+                b.dequantize(chunk);
+            }
+        }
+    }
+
+    /// `x (n, cols)` times the transpose of this matrix into `out (n, rows)`.
+    fn matmul(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) {
+        if n >= gemm_min_rows() {
+            self.matmul_gemm(x, n, out)
+        } else {
+            self.matmul_quantized(isa, x, n, out)
+        }
+    }
+
+    fn matmul_quantized(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) {
+        let kb = self.cols / QK;
+        let mut acts = vec![B::Act::default(); n * kb];
+        for (row, a) in x.chunks_exact(self.cols).zip(acts.chunks_exact_mut(kb)) {
+            B::quantize_act(row, a);
+        }
+        // Results land weight-row major (each worker owns a contiguous range)
+        // and are transposed afterwards when there is more than one row.
+        let mut by_weight = vec![0f32; self.rows * n];
+        let chunk = rows_per_job(self.rows);
+        by_weight
+            .par_chunks_mut(chunk * n)
+            .enumerate()
+            .for_each(|(job, dst)| {
+                let first = job * chunk;
+                for (i, d) in dst.chunks_exact_mut(n).enumerate() {
+                    let w = self.row(first + i);
+                    for (t, o) in d.iter_mut().enumerate() {
+                        *o = B::dot(isa, w, &acts[t * kb..(t + 1) * kb]);
+                    }
+                }
+            });
+        if n == 1 {
+            out.copy_from_slice(&by_weight);
+        } else {
+            for (r, vals) in by_weight.chunks_exact(n).enumerate() {
+                for (t, &v) in vals.iter().enumerate() {
+                    out[t * self.rows + r] = v;
+                }
+            }
+        }
+    }
+
+    fn matmul_gemm(&self, x: &[f32], n: usize, out: &mut [f32]) {
+        let k = self.cols;
+        let mut rounded = x.to_vec();
+        rounded.par_chunks_mut(k).for_each(B::round_trip_act);
+        let x = &rounded[..];
+        let tile = (TILE_VALUES / k).clamp(16, 256) / 16 * 16;
+        let tiles = self.rows.div_ceil(tile);
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..tiles).into_par_iter().for_each_init(
+            || vec![0f32; tile * k],
+            |buf, t| {
+                let first = t * tile;
+                let count = tile.min(self.rows - first);
+                self.dequantize_rows(first..first + count, &mut buf[..count * k]);
+                // SAFETY: `out` is `(n, rows)` row-major; this call writes only
+                // columns `first..first + count`, which no other tile touches.
+                // `x` is `(n, k)` row-major and `buf` holds `count` rows of
+                // length `k`, read as the `(k, count)` transpose.
+                unsafe {
+                    gemm::gemm(
+                        n,
+                        count,
+                        k,
+                        dst.at(first),
+                        1,
+                        self.rows as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        k as isize,
+                        buf.as_ptr(),
+                        k as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
+    }
+}
+
+/// Weight rows per parallel job: a few jobs per worker so uneven progress
+/// (a shared, loaded machine) balances out.
+fn rows_per_job(rows: usize) -> usize {
+    let jobs = rayon::current_num_threads() * 4;
+    rows.div_ceil(jobs).max(16)
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint output regions to worker threads.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above; workers never write the same element.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer `offset` elements in. A method rather than a field read so
+    /// closures capture the whole `SendPtr` (which is `Sync`), not the raw
+    /// pointer field.
+    ///
+    /// # Safety
+    /// `offset` must stay inside the allocation.
+    unsafe fn at(&self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` in bounds.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// A quantised weight matrix in one of the formats with our own kernels.
+pub enum QWeight {
+    /// 4-bit with minimum.
+    Q4_1(QMatrix<BlockQ4_1>),
+    /// 5-bit symmetric.
+    Q5_0(QMatrix<BlockQ5_0>),
+    /// 5-bit with minimum.
+    Q5_1(QMatrix<BlockQ5_1>),
+    /// 8-bit symmetric.
+    Q8_0(QMatrix<BlockQ8_0>),
+}
+
+macro_rules! each {
+    ($w:expr, $m:ident => $body:expr) => {
+        match $w {
+            QWeight::Q4_1($m) => $body,
+            QWeight::Q5_0($m) => $body,
+            QWeight::Q5_1($m) => $body,
+            QWeight::Q8_0($m) => $body,
+        }
+    };
+}
+
+impl QWeight {
+    /// Builds from GGUF block bytes; `None` for formats without our kernels.
+    pub fn from_bytes(dtype: GgmlDType, bytes: &[u8], rows: usize, cols: usize) -> Option<Self> {
+        if !cols.is_multiple_of(QK) {
+            return None;
+        }
+        let expect = |b: usize| bytes.len() == rows * cols / QK * b;
+        Some(match dtype {
+            GgmlDType::Q4_1 if expect(BlockQ4_1::BYTES) => {
+                Self::Q4_1(QMatrix::from_bytes(bytes, rows, cols))
+            }
+            GgmlDType::Q5_0 if expect(BlockQ5_0::BYTES) => {
+                Self::Q5_0(QMatrix::from_bytes(bytes, rows, cols))
+            }
+            GgmlDType::Q5_1 if expect(BlockQ5_1::BYTES) => {
+                Self::Q5_1(QMatrix::from_bytes(bytes, rows, cols))
+            }
+            GgmlDType::Q8_0 if expect(BlockQ8_0::BYTES) => {
+                Self::Q8_0(QMatrix::from_bytes(bytes, rows, cols))
+            }
+            _ => return None,
+        })
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        each!(self, m => m.rows)
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        each!(self, m => m.cols)
+    }
+
+    /// `x (n, cols)` times the transpose into `out (n, rows)`.
+    pub fn matmul(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) {
+        each!(self, m => m.matmul(isa, x, n, out))
+    }
+
+    /// The same product forced through the quantised-activation path.
+    pub fn matmul_quantized(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) {
+        each!(self, m => m.matmul_quantized(isa, x, n, out))
+    }
+
+    /// The same product forced through dequantised tiles and GEMM.
+    pub fn matmul_gemm(&self, x: &[f32], n: usize, out: &mut [f32]) {
+        each!(self, m => m.matmul_gemm(x, n, out))
+    }
+
+    /// Rows `ids` dequantised, `(ids.len(), cols)` row-major.
+    pub fn rows_f32(&self, ids: &[u32]) -> Vec<f32> {
+        let cols = self.cols();
+        let mut out = vec![0f32; ids.len() * cols];
+        for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(cols)) {
+            let id = id as usize;
+            each!(self, m => m.dequantize_rows(id..id + 1, dst));
+        }
+        out
+    }
+}
+
+/// A linear layer (`y = x W^T`), possibly several weights fused along the
+/// output dimension (Q, K and V; gate and up) so one pass reads the input once.
+pub(crate) enum Linear {
+    /// Our kernels.
+    Quant(Arc<QWeight>),
+    /// candle's matmuls, one per part; outputs concatenated.
+    Candle(Vec<QMatMul>),
+}
+
+impl Linear {
+    /// One layer from quantised tensors sharing their input width.
+    pub(crate) fn from_qtensors(parts: Vec<QTensor>) -> Result<Self> {
+        if let Some(fused) = fuse(&parts)? {
+            return Ok(Self::Quant(Arc::new(fused)));
+        }
+        Ok(Self::Candle(
+            parts
+                .into_iter()
+                .map(QMatMul::from_qtensor)
+                .collect::<candle_core::Result<_>>()?,
+        ))
+    }
+
+    /// One layer from dense tensors `(out, in)`, concatenated along `out`.
+    pub(crate) fn from_dense(parts: Vec<Tensor>) -> Result<Self> {
+        let t = if parts.len() == 1 {
+            parts.into_iter().next().unwrap_or_else(|| unreachable!())
+        } else {
+            Tensor::cat(&parts, 0)?
+        };
+        Ok(Self::Candle(vec![QMatMul::Tensor(t)]))
+    }
+
+    /// `x (n, in)` to `(n, out)`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Quant(w) => {
+                let (n, k) = x.dims2()?;
+                debug_assert_eq!(k, w.cols());
+                let input = x.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0f32; n * w.rows()];
+                w.matmul(Isa::detect(), &input, n, &mut out);
+                Ok(Tensor::from_vec(out, (n, w.rows()), &Device::Cpu)?)
+            }
+            Self::Candle(parts) if parts.len() == 1 => Ok(parts[0].forward(x)?),
+            Self::Candle(parts) => {
+                let outs = parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&outs, 1)?)
+            }
+        }
+    }
+
+    /// Rows of the weight selected by token id (embedding lookup).
+    pub(crate) fn embedding(&self, ids: &[u32]) -> Result<Tensor> {
+        match self {
+            Self::Quant(w) => Ok(Tensor::from_vec(
+                w.rows_f32(ids),
+                (ids.len(), w.cols()),
+                &Device::Cpu,
+            )?),
+            Self::Candle(parts) => {
+                let ids = Tensor::new(ids, &Device::Cpu)?;
+                Ok(parts[0].embedding(&ids)?)
+            }
+        }
+    }
+
+    /// The same weights behind another handle (tied embeddings).
+    pub(crate) fn share(&self) -> Self {
+        match self {
+            Self::Quant(w) => Self::Quant(w.clone()),
+            Self::Candle(parts) => Self::Candle(parts.clone()),
+        }
+    }
+}
+
+/// Concatenates the rows of tensors in one of our formats with equal widths.
+fn fuse(parts: &[QTensor]) -> Result<Option<QWeight>> {
+    let Some(first) = parts.first() else {
+        return Ok(None);
+    };
+    let dtype = first.dtype();
+    let cols = first.shape().dims2()?.1;
+    let mut rows = 0;
+    for p in parts {
+        let (r, c) = p.shape().dims2()?;
+        if p.dtype() != dtype || c != cols || !c.is_multiple_of(QK) {
+            return Ok(None);
+        }
+        rows += r;
+    }
+    Ok(Some(match dtype {
+        GgmlDType::Q4_1 => QWeight::Q4_1(QMatrix::concat(parts, rows, cols)?),
+        GgmlDType::Q5_0 => QWeight::Q5_0(QMatrix::concat(parts, rows, cols)?),
+        GgmlDType::Q5_1 => QWeight::Q5_1(QMatrix::concat(parts, rows, cols)?),
+        GgmlDType::Q8_0 => QWeight::Q8_0(QMatrix::concat(parts, rows, cols)?),
+        _ => return Ok(None),
+    }))
+}
