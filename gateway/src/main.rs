@@ -1,10 +1,9 @@
 //! The `warden` command: the gateway server and its tools.
 
-mod cli;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use warden_gateway::cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -1,6 +1,10 @@
 //! Command-line interface: one module per command group.
 
+mod db;
+mod guard;
 mod inference;
+mod policy;
+mod serve;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -27,6 +31,22 @@ enum Command {
     Generate(inference::GenerateArgs),
     /// Teacher-forced logits for a JSON array of token ids from stdin.
     Logits(inference::LogitsArgs),
+    /// Run the gateway.
+    Serve(serve::ServeArgs),
+    /// Guard prompts and verdicts.
+    #[command(subcommand)]
+    Guard(guard::GuardCommand),
+    /// Policy directories.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Apply the PostgreSQL migrations.
+    Migrate(db::DbArgs),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(db::KeysCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(db::AuditCommand),
 }
 
 /// Runs the parsed command.
@@ -36,6 +56,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Template(cmd) => inference::template(cmd),
         Command::Generate(args) => inference::generate(args),
         Command::Logits(args) => inference::logits(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Guard(cmd) => guard::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Migrate(args) => db::migrate(args),
+        Command::Keys(cmd) => db::keys(cmd),
+        Command::Audit(cmd) => db::audit(cmd),
     }
 }
 

@@ -1,0 +1,240 @@
+//! The local engine: a model file run in-process on blocking threads, with
+//! a bounded queue (429 when full) and cancellation when the caller leaves.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+use warden_inference::template::RenderInput;
+use warden_inference::{
+    Completion, FinishReason, GenerateOptions, InferenceError, Model, SamplingParams,
+};
+
+use super::{ChunkHeader, GenParams, Generated, StreamEvent, StreamItem};
+use crate::error::ApiError;
+use crate::openai::{content_text, ChatCompletionRequest, Usage};
+
+/// A local model with its admission control.
+pub struct LocalGenerator {
+    name: String,
+    model: Arc<Model>,
+    running: Arc<Semaphore>,
+    admitted: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// A place in the queue; leaving it (drop) frees the place.
+struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sets the flag when dropped: the request future went away.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl LocalGenerator {
+    /// Wraps a loaded model: `concurrency` generations at once, `queue` more waiting.
+    pub fn new(name: String, model: Model, concurrency: usize, queue: usize) -> Self {
+        Self {
+            name,
+            model: Arc::new(model),
+            running: Arc::new(Semaphore::new(concurrency.max(1))),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            capacity: concurrency.max(1) + queue,
+        }
+    }
+
+    /// Generations admitted (running or waiting).
+    pub fn queued(&self) -> usize {
+        self.admitted.load(Ordering::Acquire)
+    }
+
+    fn admit(&self) -> Result<Ticket, ApiError> {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        let ticket = Ticket(Arc::clone(&self.admitted));
+        if before >= self.capacity {
+            return Err(ApiError::Overloaded {
+                model: self.name.clone(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(ticket)
+    }
+
+    fn prepare(
+        &self,
+        req: &ChatCompletionRequest,
+        params: &GenParams,
+    ) -> Result<(Vec<u32>, GenerateOptions), ApiError> {
+        // Built-in templates refuse content-part arrays: flatten to text.
+        let messages: Vec<Value> = req
+            .messages
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+                if m.content.as_ref().is_some_and(Value::is_array) {
+                    v["content"] = Value::String(content_text(m.content.as_ref()));
+                }
+                v
+            })
+            .collect();
+        let input = RenderInput {
+            messages,
+            tools: req.tools.clone(),
+            add_generation_prompt: true,
+            template_kwargs: serde_json::Map::new(),
+        };
+        let prompt = self.model.encode_chat(&input).map_err(|e| match e {
+            InferenceError::InvalidRequest(m) => ApiError::invalid("messages", m),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+        let options = GenerateOptions {
+            max_tokens: params.max_tokens as usize,
+            sampling: SamplingParams {
+                temperature: params.temperature.unwrap_or(0.0),
+                top_p: params.top_p.unwrap_or(1.0),
+                top_k: 0,
+                seed: params.seed.map(|s| s as u64),
+            },
+            stop: params.stop.clone(),
+        };
+        Ok((prompt, options))
+    }
+
+    /// Generates a whole answer on a blocking thread; dropping the future
+    /// stops the generation at the next token.
+    pub async fn complete(
+        &self,
+        req: &ChatCompletionRequest,
+        params: &GenParams,
+    ) -> Result<Generated, ApiError> {
+        let ticket = self.admit()?;
+        let (prompt, options) = self.prepare(req, params)?;
+        let permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("the engine is shutting down".into()))?;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(Arc::clone(&cancelled));
+        let model = Arc::clone(&self.model);
+        let done = tokio::task::spawn_blocking(move || {
+            let _held = (permit, ticket);
+            model.generate(&prompt, &options, |_| {
+                if cancelled.load(Ordering::Acquire) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("generation panicked: {e}")))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Generated {
+            content: Some(done.text.clone()),
+            tool_calls: None,
+            finish_reason: finish(&done).into(),
+            usage: usage(&done),
+            raw: None,
+        })
+    }
+
+    /// Streams an answer: one chunk per token with text. Dropping the
+    /// receiver stops the generation at the next token.
+    pub async fn stream(
+        &self,
+        req: &ChatCompletionRequest,
+        params: &GenParams,
+        header: ChunkHeader,
+    ) -> Result<mpsc::Receiver<StreamEvent>, ApiError> {
+        let ticket = self.admit()?;
+        let (prompt, options) = self.prepare(req, params)?;
+        let permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("the engine is shutting down".into()))?;
+        let (tx, rx) = mpsc::channel(64);
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || {
+            let _held = (permit, ticket);
+            let chunk = |delta: Value, finish: Option<&str>| {
+                json!({
+                    "id": header.id, "object": "chat.completion.chunk",
+                    "created": header.created, "model": header.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+                })
+                .to_string()
+            };
+            let first = StreamItem {
+                payload: chunk(json!({"role": "assistant", "content": ""}), None),
+                text: String::new(),
+                is_content: false,
+                finish_reason: None,
+                usage: None,
+            };
+            if tx.blocking_send(StreamEvent::Item(first)).is_err() {
+                return;
+            }
+            let result = model.generate(&prompt, &options, |d| {
+                if d.text.is_empty() {
+                    // Half a character or held back for a stop string:
+                    // still a token, but nothing to send yet.
+                    return if tx.is_closed() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    };
+                }
+                let item = StreamItem {
+                    payload: chunk(json!({"content": d.text}), None),
+                    text: d.text.clone(),
+                    is_content: true,
+                    finish_reason: None,
+                    usage: None,
+                };
+                match tx.blocking_send(StreamEvent::Item(item)) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            });
+            let event = match result {
+                Ok(done) => {
+                    let reason = finish(&done);
+                    StreamEvent::Item(StreamItem {
+                        payload: chunk(json!({}), Some(reason)),
+                        text: String::new(),
+                        is_content: false,
+                        finish_reason: Some(reason.into()),
+                        usage: Some(usage(&done)),
+                    })
+                }
+                Err(e) => StreamEvent::Failed(ApiError::Internal(e.to_string())),
+            };
+            let _ = tx.blocking_send(event);
+        });
+        Ok(rx)
+    }
+}
+
+fn finish(done: &Completion) -> &'static str {
+    match done.finish {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+    }
+}
+
+fn usage(done: &Completion) -> Usage {
+    Usage::new(done.prompt_tokens as u32, done.tokens.len() as u32)
+}

@@ -1,0 +1,16 @@
+//! Warden's gateway: the OpenAI-compatible HTTP API and the `warden` CLI.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod guarding;
+pub mod local_guard;
+pub mod metrics;
+pub mod openai;
+pub mod request_id;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod turn;

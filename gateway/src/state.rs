@@ -1,0 +1,245 @@
+//! The state every handler shares, and how it is built from the configuration.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use warden_audit::{AuditEvent, AuditHandle, AuditWriter, InstanceId, WriterConfig};
+use warden_guard::{RemoteBackend, RemoteConfig, RemoteMode};
+use warden_inference::Model;
+use warden_policies::{KnownNames, PolicyStore, PolicyWatcher};
+
+use crate::auth::Auth;
+use crate::config::{Config, GuardSource, ModelSource, RemoteModeChoice, TemplateChoice};
+use crate::generate::{Generator, LocalGenerator, UpstreamGenerator};
+use crate::guarding::{Guards, NamedGuard};
+use crate::local_guard::LocalGuard;
+use crate::metrics::{Gauges, Metrics};
+
+/// Everything handlers share.
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Config,
+    /// Generators by the name callers use.
+    pub models: BTreeMap<String, Arc<Generator>>,
+    /// Guard backends.
+    pub guards: Guards,
+    /// Policies, hot-reloaded.
+    pub policies: Arc<PolicyStore>,
+    /// Key checks.
+    pub auth: Auth,
+    /// The audit writer, when the audit runs.
+    pub audit: Option<AuditHandle>,
+    /// PostgreSQL, when configured.
+    pub db: Option<PgPool>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Unix seconds at start.
+    pub started: i64,
+    watcher: Mutex<Option<PolicyWatcher>>,
+}
+
+impl AppState {
+    /// Connects, migrates, loads models and policies: everything `serve` needs.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = match &config.database.url {
+            Some(url) => {
+                // Lazy: the gateway starts (and spools audit) while PostgreSQL is down.
+                let pool = PgPoolOptions::new()
+                    .max_connections(config.database.max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_lazy(url)
+                    .context("database.url")?;
+                if config.database.migrate_on_start {
+                    warden_audit::migrate(&pool)
+                        .await
+                        .context("applying migrations at start (database.migrate_on_start)")?;
+                }
+                Some(pool)
+            }
+            None => None,
+        };
+        let audit = match (&db, config.audit.enabled) {
+            (Some(pool), true) => {
+                let mut wc = WriterConfig::new(
+                    InstanceId::new(config.audit.instance_id.clone())
+                        .context("audit.instance_id")?,
+                    config.audit.spool_dir.clone(),
+                );
+                wc.required = config.audit.required;
+                std::fs::create_dir_all(&config.audit.spool_dir).with_context(|| {
+                    format!("audit.spool_dir {}", config.audit.spool_dir.display())
+                })?;
+                let spawned =
+                    AuditWriter::spawn(pool.clone(), wc).context("starting the audit writer")?;
+                Some(spawned.handle)
+            }
+            _ => None,
+        };
+
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .context("building the HTTP client")?;
+        let mut models = BTreeMap::new();
+        for (i, m) in config.models.iter().enumerate() {
+            let generator = match &m.source {
+                ModelSource::Local { path, template } => {
+                    let path = path.clone();
+                    let template = *template;
+                    let mut model = tokio::task::spawn_blocking(move || Model::load(&path))
+                        .await?
+                        .with_context(|| format!("models[{i}].path"))?;
+                    if let TemplateChoice::Builtin(which) = template {
+                        model.set_builtin_template(which);
+                    }
+                    Generator::Local(LocalGenerator::new(
+                        m.name.clone(),
+                        model,
+                        config.limits.local_concurrency,
+                        config.limits.local_queue,
+                    ))
+                }
+                ModelSource::Upstream {
+                    base_url,
+                    api_key_env,
+                    upstream_model,
+                    timeout_seconds,
+                } => {
+                    let key = api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+                    Generator::Upstream(UpstreamGenerator::new(
+                        http.clone(),
+                        base_url,
+                        key,
+                        upstream_model.clone().unwrap_or_else(|| m.name.clone()),
+                        Duration::from_secs_f64(*timeout_seconds),
+                    ))
+                }
+            };
+            models.insert(m.name.clone(), Arc::new(generator));
+        }
+
+        let mut named = BTreeMap::new();
+        for (i, g) in config.guards.iter().enumerate() {
+            let backend: Arc<dyn warden_guard::GuardBackend> = match &g.source {
+                GuardSource::Local { path } => {
+                    let path = path.clone();
+                    let model = tokio::task::spawn_blocking(move || Model::load(&path))
+                        .await?
+                        .with_context(|| format!("guards[{i}].path"))?;
+                    Arc::new(LocalGuard::new(model, g.name.clone(), g.variant))
+                }
+                GuardSource::Remote {
+                    base_url,
+                    model,
+                    mode,
+                    api_key_env,
+                } => {
+                    let mut rc = RemoteConfig::new(
+                        base_url.clone(),
+                        model.clone(),
+                        match mode {
+                            RemoteModeChoice::Prompt => RemoteMode::Prompt,
+                            RemoteModeChoice::Conversation => {
+                                RemoteMode::Conversation { variant: g.variant }
+                            }
+                        },
+                    );
+                    rc.timeout = g.timeout();
+                    rc.api_key = api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+                    Arc::new(RemoteBackend::new(rc).with_context(|| format!("guards[{i}]"))?)
+                }
+            };
+            named.insert(
+                g.name.clone(),
+                NamedGuard {
+                    backend,
+                    timeout: g.timeout(),
+                },
+            );
+        }
+        let guards = Guards::new(named);
+        let known = KnownNames::new(
+            guards.names().map(str::to_owned),
+            config.policies.tools.iter().cloned(),
+        );
+        let dir = config.policies.dir.clone();
+        let policies = tokio::task::spawn_blocking(move || PolicyStore::open(dir, known))
+            .await?
+            .map_err(|e| anyhow::anyhow!("policies.dir: the policy directory is invalid:\n{e}"))?;
+        let policies = Arc::new(policies);
+        let watcher = if config.policies.watch {
+            Some(policies.watch().context("policies.watch")?)
+        } else {
+            None
+        };
+        let auth = Auth::new(&config.auth, db.clone());
+        Ok(Self {
+            config,
+            models,
+            guards,
+            policies,
+            auth,
+            audit,
+            db,
+            metrics: Metrics::default(),
+            started: chrono::Utc::now().timestamp(),
+            watcher: Mutex::new(watcher),
+        })
+    }
+
+    /// Hands an event to the audit writer (never waits).
+    pub fn record(&self, event: AuditEvent) {
+        if let Some(audit) = &self.audit {
+            if audit.record(event).is_err() {
+                self.metrics.audit_dropped();
+            }
+        }
+    }
+
+    /// Whether new turns must be refused because the audit cannot keep up.
+    pub fn audit_refuses(&self) -> bool {
+        self.audit
+            .as_ref()
+            .is_some_and(|a| a.health().refuse_new_turns())
+    }
+
+    /// Current gauge values for `/metrics`.
+    pub fn gauges(&self) -> Gauges {
+        let status = self.policies.status();
+        let (depth, spool) = match &self.audit {
+            Some(a) => {
+                let m = a.metrics();
+                (Some(m.queue_depth), Some(m.spool_bytes))
+            }
+            None => (None, None),
+        };
+        Gauges {
+            policy_reload_failures: status.reloads_failed,
+            policy_reload_failing: !status.last_errors.is_empty(),
+            audit_queue_depth: depth,
+            audit_spool_bytes: spool,
+            local_queue: self
+                .models
+                .iter()
+                .filter_map(|(n, g)| match g.as_ref() {
+                    Generator::Local(l) => Some((n.clone(), l.queued())),
+                    Generator::Upstream(_) => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Stops watching the policy directory.
+    pub fn stop_watching(&self) {
+        self.watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}

@@ -1,0 +1,395 @@
+//! A guarded turn: input checkpoint, generation, output checkpoint, with
+//! the `warden` object and the audit events of the request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use warden_audit::{
+    Content, DecisionRecord, Direction, EventBody, GuardVerdictRecord, KeyId, MessageRecord,
+    PolicyRef, RequestContext, RequestId, RequestStarted, TenantId, Timings, TokenCounts,
+    VerdictResult,
+};
+use warden_guard::{BackendKind, ChatMessage, Verdict};
+use warden_policies::{Checkpoint, EffectivePolicy, RequestScope};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::guarding::{CheckReport, Outcome};
+use crate::openai::{ChatCompletionRequest, Message, PolicyInfo, Role, Usage, WardenInfo};
+use crate::state::AppState;
+
+/// The state of one request's guarded turn.
+pub struct Turn {
+    state: Arc<AppState>,
+    /// The request id.
+    pub request_id: String,
+    /// The effective policy, fixed for the whole request.
+    pub policy: EffectivePolicy,
+    ctx: Option<Arc<RequestContext>>,
+    started: Instant,
+    /// Every checkpoint run so far.
+    pub reports: Vec<CheckReport>,
+    guard_time: Duration,
+    /// Time spent generating.
+    pub generation_time: Duration,
+    /// Time to the first streamed byte, when streaming.
+    pub first_token: Option<Duration>,
+}
+
+/// The categories a request adds through `metadata.warden.extra_categories`.
+fn extra_categories(metadata: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let Some(extra) = metadata
+        .and_then(|m| m.get("warden"))
+        .and_then(|w| w.get("extra_categories"))
+    else {
+        return Ok(Vec::new());
+    };
+    match extra {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    ApiError::invalid(
+                        "metadata.warden.extra_categories",
+                        "must be a list of category codes such as [\"S1\"]",
+                    )
+                })
+            })
+            .collect(),
+        // OpenAI metadata values are strings: accept "S1,S2" too.
+        Value::String(s) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        _ => Err(ApiError::invalid(
+            "metadata.warden.extra_categories",
+            "must be a list of category codes such as [\"S1\"]",
+        )),
+    }
+}
+
+fn audit_checkpoint(cp: Checkpoint) -> warden_audit::Checkpoint {
+    match cp {
+        Checkpoint::Input => warden_audit::Checkpoint::Input,
+        Checkpoint::Output => warden_audit::Checkpoint::Output,
+        Checkpoint::ToolCall => warden_audit::Checkpoint::ToolCall,
+        Checkpoint::ToolResult => warden_audit::Checkpoint::ToolResult,
+    }
+}
+
+fn audit_role(role: Role) -> warden_audit::Role {
+    match role {
+        Role::System => warden_audit::Role::System,
+        Role::Developer => warden_audit::Role::Developer,
+        Role::User => warden_audit::Role::User,
+        Role::Assistant => warden_audit::Role::Assistant,
+        Role::Tool => warden_audit::Role::Tool,
+    }
+}
+
+/// The guard crate's view of the request's messages; 400 naming the message otherwise.
+pub fn guard_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let v = serde_json::to_value(m).map_err(|e| ApiError::Internal(e.to_string()))?;
+            serde_json::from_value(v).map_err(|e| {
+                ApiError::invalid(format!("messages[{i}]"), format!("invalid message: {e}"))
+            })
+        })
+        .collect()
+}
+
+impl Turn {
+    /// Resolves the policy for the caller and model and opens the audit record.
+    pub fn start(
+        state: Arc<AppState>,
+        caller: &Caller,
+        request_id: String,
+        model: &str,
+        metadata: Option<&Value>,
+        endpoint: warden_audit::Endpoint,
+        parameters: impl FnOnce() -> (bool, Value),
+    ) -> Result<Self, ApiError> {
+        let extras = extra_categories(metadata)?;
+        let set = state.policies.current();
+        let scope = RequestScope::new(&caller.tenant, &caller.key_id, model);
+        let policy = set
+            .effective_with_extras(&scope, &extras)
+            .map_err(|e| ApiError::invalid("metadata.warden.extra_categories", e.to_string()))?;
+        let ctx = if state.audit.is_some() {
+            match (
+                RequestId::new(request_id.clone()),
+                TenantId::new(caller.tenant.clone()),
+                KeyId::new(caller.key_id.clone()),
+            ) {
+                (Ok(request_id), Ok(tenant), Ok(key_id)) => Some(Arc::new(RequestContext {
+                    request_id,
+                    tenant,
+                    key_id: Some(key_id),
+                    model: Some(model.to_owned()),
+                    policy: Some(PolicyRef {
+                        id: policy.id.clone(),
+                        version: policy.version.to_string(),
+                    }),
+                    trace_id: None,
+                })),
+                _ => {
+                    tracing::warn!("request not audited: an id is not valid for the audit log");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let turn = Self {
+            state,
+            request_id,
+            policy,
+            ctx,
+            started: Instant::now(),
+            reports: Vec::new(),
+            guard_time: Duration::ZERO,
+            generation_time: Duration::ZERO,
+            first_token: None,
+        };
+        if turn.ctx.is_some() {
+            let (stream, parameters) = parameters();
+            turn.record(EventBody::Request(RequestStarted {
+                endpoint,
+                stream,
+                parameters,
+            }));
+        }
+        Ok(turn)
+    }
+
+    fn record(&self, body: EventBody) {
+        if let Some(ctx) = &self.ctx {
+            self.state.record(ctx.event(body));
+        }
+    }
+
+    /// Whether the audit records this request.
+    pub fn audited(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    fn store_content(&self) -> bool {
+        self.policy.store_content.value
+    }
+
+    /// Records the caller's messages.
+    pub fn record_inputs(&self, messages: &[Message]) {
+        if !self.audited() {
+            return;
+        }
+        for (i, m) in messages.iter().enumerate() {
+            self.record(EventBody::Message(MessageRecord {
+                direction: Direction::Input,
+                index: i as u32,
+                role: audit_role(m.role),
+                name: m.name.clone(),
+                content: Content::capture(&m.text(), self.store_content()),
+            }));
+        }
+    }
+
+    /// Records the answer.
+    pub fn record_output(&self, text: &str) {
+        self.record(EventBody::Message(MessageRecord {
+            direction: Direction::Output,
+            index: 0,
+            role: warden_audit::Role::Assistant,
+            name: None,
+            content: Content::capture(text, self.store_content()),
+        }));
+    }
+
+    /// Runs one checkpoint and records it.
+    pub async fn check(
+        &mut self,
+        cp: Checkpoint,
+        messages: &[ChatMessage],
+        judged_text: &str,
+    ) -> &CheckReport {
+        let started = Instant::now();
+        let report = self
+            .state
+            .guards
+            .check(&self.policy, cp, messages, judged_text)
+            .await;
+        let spent = started.elapsed();
+        self.guard_time += spent;
+        if report.outcome != Outcome::NotRun {
+            let cats: Vec<String> = report
+                .outcome
+                .categories()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            self.state.metrics.checkpoint(
+                cp.as_str(),
+                report.outcome.word(),
+                &cats,
+                spent.as_micros() as u64,
+            );
+        }
+        for v in &report.verdicts {
+            self.record(EventBody::GuardVerdict(GuardVerdictRecord {
+                checkpoint: audit_checkpoint(cp),
+                backend: match v.kind {
+                    BackendKind::Local => warden_audit::GuardBackend::Local,
+                    BackendKind::Remote => warden_audit::GuardBackend::Remote,
+                    BackendKind::Rules => warden_audit::GuardBackend::Rules,
+                },
+                guard_model: v.model.clone(),
+                result: match &v.result {
+                    Ok(Verdict::Safe) => VerdictResult::Safe,
+                    Ok(verdict) => VerdictResult::Unsafe {
+                        categories: verdict
+                            .categories()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                    },
+                    Err(e) => VerdictResult::Error { message: e.clone() },
+                },
+                score: v.score.map(f64::from),
+                latency_us: v.latency.as_micros() as u64,
+            }));
+        }
+        self.reports.push(report);
+        self.reports.last().expect("just pushed")
+    }
+
+    /// The strongest outcome so far and its checkpoint.
+    fn deciding(&self) -> Option<&CheckReport> {
+        self.reports
+            .iter()
+            .filter(|r| r.outcome.rank() > 0)
+            .max_by_key(|r| r.outcome.rank())
+    }
+
+    /// The `warden` object for the response.
+    pub fn info(&self) -> WardenInfo {
+        let deciding = self.deciding();
+        WardenInfo {
+            request_id: self.request_id.clone(),
+            policy: PolicyInfo {
+                id: self.policy.id.clone(),
+                version: self.policy.version.to_string(),
+            },
+            decision: deciding.map_or("allowed", |r| r.outcome.word()),
+            checkpoint: deciding.map(|r| r.checkpoint.as_str()),
+            categories: deciding
+                .map(|r| {
+                    r.outcome
+                        .categories()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            verdicts: self
+                .reports
+                .iter()
+                .flat_map(|r| r.verdicts.iter().map(|v| v.info(r.checkpoint)))
+                .collect(),
+        }
+    }
+
+    /// Records the final decision and counts tokens.
+    pub fn finish(
+        &self,
+        http_status: u16,
+        finish_reason: Option<&str>,
+        usage: Usage,
+        error: Option<String>,
+    ) {
+        self.state
+            .metrics
+            .tokens(usage.prompt_tokens, usage.completion_tokens);
+        if !self.audited() {
+            return;
+        }
+        let deciding = self.deciding();
+        let decision = if error.is_some() && deciding.is_none_or(|r| !r.outcome.refuses()) {
+            warden_audit::Decision::Error
+        } else {
+            match deciding.map(|r| &r.outcome) {
+                None | Some(Outcome::NotRun | Outcome::Allowed) => warden_audit::Decision::Allowed,
+                Some(Outcome::Flagged(_) | Outcome::Redacted { .. }) => {
+                    warden_audit::Decision::Flagged
+                }
+                Some(Outcome::Blocked(_) | Outcome::Failed(_)) => warden_audit::Decision::Blocked,
+                Some(Outcome::Unguarded(_)) => warden_audit::Decision::Unguarded,
+            }
+        };
+        let reason = error.or_else(|| match deciding.map(|r| &r.outcome) {
+            Some(Outcome::Failed(e) | Outcome::Unguarded(e)) => Some(e.clone()),
+            _ => None,
+        });
+        self.record(EventBody::Decision(DecisionRecord {
+            decision,
+            checkpoint: deciding.map(|r| audit_checkpoint(r.checkpoint)),
+            categories: deciding
+                .map(|r| {
+                    r.outcome
+                        .categories()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            reason,
+            http_status,
+            finish_reason: finish_reason.map(str::to_owned),
+            tokens: TokenCounts {
+                prompt: usage.prompt_tokens,
+                completion: usage.completion_tokens,
+            },
+            timings: Timings {
+                total_us: self.started.elapsed().as_micros() as u64,
+                guard_us: self.guard_time.as_micros() as u64,
+                generation_us: self.generation_time.as_micros() as u64,
+                tools_us: 0,
+                first_token_us: self.first_token.map(|d| d.as_micros() as u64),
+            },
+        }));
+    }
+
+    /// The refusal text of the policy.
+    pub fn refusal_text(&self) -> &str {
+        &self.policy.refusal_text.value
+    }
+}
+
+/// Which checkpoint judges the caller's side of `messages`: the last
+/// non-system message decides (a user turn: `input`; a tool result:
+/// `tool_result`; an assistant prefill: none).
+pub fn input_checkpoint(messages: &[Message]) -> Option<(usize, Checkpoint)> {
+    let (i, m) = messages
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, m)| !matches!(m.role, Role::System | Role::Developer))?;
+    match m.role {
+        Role::User => Some((i, Checkpoint::Input)),
+        Role::Tool => Some((i, Checkpoint::ToolResult)),
+        _ => None,
+    }
+}
+
+/// Request parameters other than the messages, for the audit.
+pub fn audit_parameters(req: &ChatCompletionRequest) -> Value {
+    let mut v = serde_json::to_value(req).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("messages");
+    }
+    v
+}

@@ -1,0 +1,81 @@
+//! The local engine with the real bundled model (few, short generations:
+//! the machine is slow), and its queue limit.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn local_setup(queue: usize) -> Option<Setup> {
+    if !model_path().exists() {
+        eprintln!("skipping: no model at {}", model_path().display());
+        return None;
+    }
+    let mut setup = Setup::new();
+    setup.local_model = true;
+    setup.local_queue = queue;
+    Some(setup)
+}
+
+#[actix_web::test]
+async fn local_model_plain_and_streamed() {
+    let Some(setup) = local_setup(4) else { return };
+    let gw = setup.start().await;
+    let req = json!({"model": "local", "max_tokens": 6, "temperature": 0,
+                     "messages": [{"role": "user", "content": "Say hello."}]});
+    let res = gw.post("/v1/chat/completions", &req).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!content.is_empty());
+    let usage = &body["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 5);
+    assert!(usage["completion_tokens"].as_u64().unwrap() <= 6);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(body["warden"]["decision"], "allowed");
+
+    // Greedy: the stream says exactly the same.
+    let mut stream_req = req.clone();
+    stream_req["stream"] = true.into();
+    stream_req["stream_options"] = json!({"include_usage": true});
+    let res = gw.post("/v1/chat/completions", &stream_req).await;
+    let payloads = sse_payloads(&res.text().await.unwrap());
+    assert_eq!(streamed_text(&payloads), content);
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    assert!(payloads.iter().any(|p| p.contains("\"usage\"")));
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    // One running, none waiting: a second request at the same time is refused.
+    let Some(setup) = local_setup(0) else { return };
+    let gw = setup.start().await;
+    let req = json!({"model": "local", "max_tokens": 40, "stream": true,
+                     "messages": [{"role": "user", "content": "Count to fifty."}]});
+    // Hold the first stream open (read its head only) so the engine stays busy.
+    let first = gw.post("/v1/chat/completions", &req).await;
+    assert_eq!(first.status(), 200);
+    let second = gw.post("/v1/chat/completions", &req).await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "1");
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    // Leaving the first stream cancels its generation and frees the engine.
+    drop(first);
+    let ok = eventually(std::time::Duration::from_secs(20), || async {
+        let mut short = req.clone();
+        short["max_tokens"] = 2.into();
+        short["stream"] = false.into();
+        gw.post("/v1/chat/completions", &short).await.status() == 200
+    })
+    .await;
+    assert!(ok, "the engine was not freed after the client left");
+    gw.stop().await;
+}
