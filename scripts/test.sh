@@ -10,6 +10,8 @@ WARDEN_TEST_MODEL="$(bash scripts/fetch-model.sh)"
 export WARDEN_TEST_MODEL
 DATABASE_URL="$(bash scripts/ensure-postgres.sh)"
 export DATABASE_URL
+WARDEN_PYTHON="$(bash scripts/python-env.sh)"
+export WARDEN_PYTHON
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -522,9 +522,17 @@ impl Config {
                 }
             })?;
         }
-        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: format!("{} (after environment overrides)", e.message()),
+        // The path tracker names the key (`limits.max_tokens: ...`), which
+        // toml cannot once the table no longer has source spans.
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "{}: {} (after environment overrides)",
+                    e.path(),
+                    e.inner().message()
+                ),
+            }
         })
     }
 

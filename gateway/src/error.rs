@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
+use warden_agents::GenerateError;
 
 use crate::openai::WardenInfo;
 
@@ -108,6 +109,20 @@ pub enum ApiError {
     /// Something inside the gateway failed.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<GenerateError> for ApiError {
+    fn from(e: GenerateError) -> Self {
+        match e {
+            GenerateError::Overloaded { model, retry_after } => {
+                Self::Overloaded { model, retry_after }
+            }
+            GenerateError::InvalidRequest { param, message } => Self::invalid(param, message),
+            GenerateError::BadGateway(m) => Self::BadGateway(m),
+            GenerateError::Timeout(m) => Self::GatewayTimeout(m),
+            GenerateError::Internal(m) => Self::Internal(m),
+        }
+    }
 }
 
 impl ApiError {

@@ -4,7 +4,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod generate;
 pub mod guarding;
 pub mod local_guard;
 pub mod metrics;

@@ -157,40 +157,7 @@ impl Message {
     }
 }
 
-/// The text of a content value: a string, or its text parts joined by `\n`.
-pub fn content_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
-/// Token usage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub prompt_tokens: u32,
-    /// Generated tokens.
-    pub completion_tokens: u32,
-    /// Their sum.
-    pub total_tokens: u32,
-}
-
-impl Usage {
-    /// Usage from the two counts.
-    pub fn new(prompt: u32, completion: u32) -> Self {
-        Self {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-        }
-    }
-}
+pub use warden_agents::{content_text, Usage};
 
 /// A non-streamed answer.
 #[derive(Debug, Clone, Serialize, ToSchema)]

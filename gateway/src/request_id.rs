@@ -46,7 +46,6 @@ pub async fn middleware(
         .filter(|v| well_formed(v))
         .map_or_else(fresh, str::to_owned);
     req.extensions_mut().insert(RequestIdentity(id.clone()));
-    let http_req = req.request().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -55,9 +54,18 @@ pub async fn middleware(
     );
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
+    // Holding a clone of the request here would break routing (actix needs
+    // the only reference), so an error that escapes the inner services
+    // becomes its response here, carrying the id, and is handed on as is.
     let mut res = match result {
         Ok(res) => res.map_into_boxed_body(),
-        Err(e) => ServiceResponse::from_err(e, http_req).map_into_boxed_body(),
+        Err(e) => {
+            let mut response = e.error_response();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert(HEADER, v);
+            }
+            return Err(actix_web::error::InternalError::from_response(e, response).into());
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HEADER, v);

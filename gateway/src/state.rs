@@ -14,10 +14,10 @@ use warden_policies::{KnownNames, PolicyStore, PolicyWatcher};
 
 use crate::auth::Auth;
 use crate::config::{Config, GuardSource, ModelSource, RemoteModeChoice, TemplateChoice};
-use crate::generate::{Generator, LocalGenerator, UpstreamGenerator};
 use crate::guarding::{Guards, NamedGuard};
 use crate::local_guard::LocalGuard;
 use crate::metrics::{Gauges, Metrics};
+use warden_agents::{Generator, LocalGenerator, UpstreamGenerator};
 
 /// Everything handlers share.
 pub struct AppState {

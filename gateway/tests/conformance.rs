@@ -1,5 +1,6 @@
-//! The official `openai` Python package against a running gateway
-//! (`pip install openai` first; the test fails without it).
+//! The official `openai` Python package against a running gateway.
+//! `scripts/test.sh` installs it (`scripts/python-env.sh`) and names the
+//! interpreter in `WARDEN_PYTHON`; without it the test fails.
 
 mod common;
 
@@ -16,17 +17,18 @@ async fn the_openai_python_client_works_unchanged() {
         "/tests/python/openai_conformance.py"
     );
     let base = gw.base.clone();
+    let python = std::env::var("WARDEN_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3").args([script, &base, KEY]).output()
+        Command::new(python).args([script, &base, KEY]).output()
     })
     .await
     .unwrap()
-    .expect("python3 must be installed");
+    .expect("WARDEN_PYTHON (or python3) must run");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "conformance failed (is the openai package installed? `pip install openai`)\n{stdout}\n{stderr}"
+        "conformance failed (run `bash scripts/python-env.sh` and set WARDEN_PYTHON to what it prints)\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("ok AuthenticationError"), "{stdout}");
     gw.stop().await;

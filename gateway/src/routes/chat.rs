@@ -14,12 +14,14 @@ use warden_policies::{Checkpoint, Streaming};
 use crate::auth::Caller;
 use crate::config::Limits;
 use crate::error::{ApiError, ErrorBody};
-use crate::generate::{ChunkHeader, GenParams, Generated, Generator, StreamEvent, StreamItem};
 use crate::guarding::{redact, Outcome};
 use crate::openai::{AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Role, Usage};
 use crate::request_id::RequestIdentity;
 use crate::state::AppState;
 use crate::turn::{audit_parameters, guard_messages, input_checkpoint, Turn};
+use warden_agents::{
+    ChatRequest, ChunkHeader, GenParams, Generated, Generator, StreamEvent, StreamItem,
+};
 
 /// Checks the limits and sampling settings; the generation parameters.
 pub fn validate(req: &ChatCompletionRequest, limits: &Limits) -> Result<GenParams, ApiError> {
@@ -190,7 +192,10 @@ pub async fn chat_completions(
     }
 
     let started = Instant::now();
-    let result = generator.complete(&req, &params).await;
+    let result = generator
+        .complete(&chat_request(&req), &params)
+        .await
+        .map_err(ApiError::from);
     turn.generation_time = started.elapsed();
     let mut generated = match result {
         Ok(g) => g,
@@ -324,7 +329,11 @@ async fn stream(
         model: req.model.clone(),
     };
     let started = Instant::now();
-    let events = match generator.stream(&req, &params, header.clone()).await {
+    let events = match generator
+        .stream(&chat_request(&req), &params, header.clone())
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(rx) => rx,
         Err(e) => {
             turn.finish(
@@ -417,7 +426,7 @@ impl Pump {
             let item = match event {
                 Some(StreamEvent::Item(item)) => item,
                 Some(StreamEvent::Failed(e)) => {
-                    let _ = self.fail(e).await;
+                    let _ = self.fail(e.into()).await;
                     return;
                 }
                 None => break,
@@ -580,5 +589,14 @@ impl ApiError {
     /// The HTTP status as a number (for the audit).
     pub fn status_code_u16(&self) -> u16 {
         actix_web::ResponseError::status_code(self).as_u16()
+    }
+}
+
+/// The generator's view of a request: the validated body as JSON.
+fn chat_request(req: &ChatCompletionRequest) -> ChatRequest {
+    match serde_json::to_value(req) {
+        Ok(Value::Object(body)) => ChatRequest::new(body),
+        // A struct always serialises to an object.
+        _ => ChatRequest::new(serde_json::Map::new()),
     }
 }

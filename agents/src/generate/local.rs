@@ -13,9 +13,11 @@ use warden_inference::{
     Completion, FinishReason, GenerateOptions, InferenceError, Model, SamplingParams,
 };
 
-use super::{ChunkHeader, GenParams, Generated, StreamEvent, StreamItem};
-use crate::error::ApiError;
-use crate::openai::{content_text, ChatCompletionRequest, Usage};
+use super::StreamEvent;
+use crate::chat::{
+    content_text, ChatRequest, ChunkHeader, GenParams, Generated, StreamItem, Usage,
+};
+use crate::error::GenerateError;
 
 /// A local model with its admission control.
 pub struct LocalGenerator {
@@ -61,11 +63,11 @@ impl LocalGenerator {
         self.admitted.load(Ordering::Acquire)
     }
 
-    fn admit(&self) -> Result<Ticket, ApiError> {
+    fn admit(&self) -> Result<Ticket, GenerateError> {
         let before = self.admitted.fetch_add(1, Ordering::AcqRel);
         let ticket = Ticket(Arc::clone(&self.admitted));
         if before >= self.capacity {
-            return Err(ApiError::Overloaded {
+            return Err(GenerateError::Overloaded {
                 model: self.name.clone(),
                 retry_after: Duration::from_secs(1),
             });
@@ -75,30 +77,33 @@ impl LocalGenerator {
 
     fn prepare(
         &self,
-        req: &ChatCompletionRequest,
+        req: &ChatRequest,
         params: &GenParams,
-    ) -> Result<(Vec<u32>, GenerateOptions), ApiError> {
+    ) -> Result<(Vec<u32>, GenerateOptions), GenerateError> {
         // Built-in templates refuse content-part arrays: flatten to text.
         let messages: Vec<Value> = req
-            .messages
+            .messages()
             .iter()
             .map(|m| {
-                let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
-                if m.content.as_ref().is_some_and(Value::is_array) {
-                    v["content"] = Value::String(content_text(m.content.as_ref()));
+                let mut v = m.clone();
+                if m.get("content").is_some_and(Value::is_array) {
+                    v["content"] = Value::String(content_text(m.get("content")));
                 }
                 v
             })
             .collect();
         let input = RenderInput {
             messages,
-            tools: req.tools.clone(),
+            tools: req.tools().cloned(),
             add_generation_prompt: true,
             template_kwargs: serde_json::Map::new(),
         };
         let prompt = self.model.encode_chat(&input).map_err(|e| match e {
-            InferenceError::InvalidRequest(m) => ApiError::invalid("messages", m),
-            other => ApiError::Internal(other.to_string()),
+            InferenceError::InvalidRequest(m) => GenerateError::InvalidRequest {
+                param: "messages",
+                message: m,
+            },
+            other => GenerateError::Internal(other.to_string()),
         })?;
         let options = GenerateOptions {
             max_tokens: params.max_tokens as usize,
@@ -117,15 +122,15 @@ impl LocalGenerator {
     /// stops the generation at the next token.
     pub async fn complete(
         &self,
-        req: &ChatCompletionRequest,
+        req: &ChatRequest,
         params: &GenParams,
-    ) -> Result<Generated, ApiError> {
+    ) -> Result<Generated, GenerateError> {
         let ticket = self.admit()?;
         let (prompt, options) = self.prepare(req, params)?;
         let permit = Arc::clone(&self.running)
             .acquire_owned()
             .await
-            .map_err(|_| ApiError::Internal("the engine is shutting down".into()))?;
+            .map_err(|_| GenerateError::Internal("the engine is shutting down".into()))?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel = CancelOnDrop(Arc::clone(&cancelled));
         let model = Arc::clone(&self.model);
@@ -140,8 +145,8 @@ impl LocalGenerator {
             })
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("generation panicked: {e}")))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| GenerateError::Internal(format!("generation panicked: {e}")))?
+        .map_err(|e| GenerateError::Internal(e.to_string()))?;
         Ok(Generated {
             content: Some(done.text.clone()),
             tool_calls: None,
@@ -155,16 +160,16 @@ impl LocalGenerator {
     /// receiver stops the generation at the next token.
     pub async fn stream(
         &self,
-        req: &ChatCompletionRequest,
+        req: &ChatRequest,
         params: &GenParams,
         header: ChunkHeader,
-    ) -> Result<mpsc::Receiver<StreamEvent>, ApiError> {
+    ) -> Result<mpsc::Receiver<StreamEvent>, GenerateError> {
         let ticket = self.admit()?;
         let (prompt, options) = self.prepare(req, params)?;
         let permit = Arc::clone(&self.running)
             .acquire_owned()
             .await
-            .map_err(|_| ApiError::Internal("the engine is shutting down".into()))?;
+            .map_err(|_| GenerateError::Internal("the engine is shutting down".into()))?;
         let (tx, rx) = mpsc::channel(64);
         let model = Arc::clone(&self.model);
         tokio::task::spawn_blocking(move || {
@@ -220,7 +225,7 @@ impl LocalGenerator {
                         usage: Some(usage(&done)),
                     })
                 }
-                Err(e) => StreamEvent::Failed(ApiError::Internal(e.to_string())),
+                Err(e) => StreamEvent::Failed(GenerateError::Internal(e.to_string())),
             };
             let _ = tx.blocking_send(event);
         });

@@ -7,9 +7,9 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{GenParams, Generated, StreamEvent, StreamItem};
-use crate::error::ApiError;
-use crate::openai::{content_text, ChatCompletionRequest, Usage};
+use super::StreamEvent;
+use crate::chat::{content_text, ChatRequest, GenParams, Generated, StreamItem, Usage};
+use crate::error::GenerateError;
 
 /// One upstream model.
 pub struct UpstreamGenerator {
@@ -45,8 +45,8 @@ impl UpstreamGenerator {
         }
     }
 
-    fn body(&self, req: &ChatCompletionRequest, params: &GenParams, stream: bool) -> Value {
-        let mut body = serde_json::to_value(req).unwrap_or(Value::Null);
+    fn body(&self, req: &ChatRequest, params: &GenParams, stream: bool) -> Value {
+        let mut body = Value::Object(req.body().clone());
         if let Some(obj) = body.as_object_mut() {
             obj.insert("model".into(), self.upstream_model.clone().into());
             // Warden's metadata is for Warden.
@@ -63,7 +63,7 @@ impl UpstreamGenerator {
         body
     }
 
-    async fn send(&self, body: &Value) -> Result<reqwest::Response, ApiError> {
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, GenerateError> {
         let mut request = self.client.post(&self.endpoint).json(body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
@@ -72,7 +72,7 @@ impl UpstreamGenerator {
             Err(_) => return Err(timeout_error(self.timeout)),
             Ok(Err(e)) if e.is_timeout() => return Err(timeout_error(self.timeout)),
             Ok(Err(e)) => {
-                return Err(ApiError::BadGateway(format!(
+                return Err(GenerateError::BadGateway(format!(
                     "the upstream could not be reached: {}",
                     error_chain(&e)
                 )))
@@ -92,7 +92,7 @@ impl UpstreamGenerator {
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
             .unwrap_or_else(|| text.chars().take(200).collect());
-        Err(ApiError::BadGateway(format!(
+        Err(GenerateError::BadGateway(format!(
             "the upstream answered HTTP {}: {message}",
             status.as_u16()
         )))
@@ -101,27 +101,28 @@ impl UpstreamGenerator {
     /// One whole answer.
     pub async fn complete(
         &self,
-        req: &ChatCompletionRequest,
+        req: &ChatRequest,
         params: &GenParams,
-    ) -> Result<Generated, ApiError> {
+    ) -> Result<Generated, GenerateError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let response = self.send(&self.body(req, params, false)).await?;
         let bytes = match tokio::time::timeout_at(deadline, response.bytes()).await {
             Err(_) => return Err(timeout_error(self.timeout)),
             Ok(Err(e)) => {
-                return Err(ApiError::BadGateway(format!(
+                return Err(GenerateError::BadGateway(format!(
                     "reading the upstream's answer failed: {}",
                     error_chain(&e)
                 )))
             }
             Ok(Ok(b)) => b,
         };
-        let raw: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadGateway(format!("the upstream's answer is not JSON: {e}")))?;
+        let raw: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            GenerateError::BadGateway(format!("the upstream's answer is not JSON: {e}"))
+        })?;
         let choice = &raw["choices"][0];
         let message = &choice["message"];
         if !message.is_object() {
-            return Err(ApiError::BadGateway(
+            return Err(GenerateError::BadGateway(
                 "the upstream's answer has no choices[0].message".into(),
             ));
         }
@@ -145,9 +146,9 @@ impl UpstreamGenerator {
     /// applies to the response head and then to each silence between chunks.
     pub async fn stream(
         &self,
-        req: &ChatCompletionRequest,
+        req: &ChatRequest,
         params: &GenParams,
-    ) -> Result<mpsc::Receiver<StreamEvent>, ApiError> {
+    ) -> Result<mpsc::Receiver<StreamEvent>, GenerateError> {
         let response = self.send(&self.body(req, params, true)).await?;
         let (tx, rx) = mpsc::channel(64);
         let idle = self.timeout;
@@ -157,10 +158,10 @@ impl UpstreamGenerator {
             loop {
                 let next = match tokio::time::timeout(idle, body.next()).await {
                     Err(_) => Err(timeout_error(idle)),
-                    Ok(None) => Err(ApiError::BadGateway(
+                    Ok(None) => Err(GenerateError::BadGateway(
                         "the upstream closed the stream before [DONE]".into(),
                     )),
-                    Ok(Some(Err(e))) => Err(ApiError::BadGateway(format!(
+                    Ok(Some(Err(e))) => Err(GenerateError::BadGateway(format!(
                         "the upstream stream failed: {}",
                         error_chain(&e)
                     ))),
@@ -202,12 +203,12 @@ impl UpstreamGenerator {
 }
 
 /// Reads one upstream chunk.
-fn parse_chunk(data: &str) -> Result<StreamItem, ApiError> {
+fn parse_chunk(data: &str) -> Result<StreamItem, GenerateError> {
     let v: Value = serde_json::from_str(data).map_err(|e| {
-        ApiError::BadGateway(format!("the upstream sent a chunk that is not JSON: {e}"))
+        GenerateError::BadGateway(format!("the upstream sent a chunk that is not JSON: {e}"))
     })?;
     if let Some(err) = v.get("error") {
-        return Err(ApiError::BadGateway(format!(
+        return Err(GenerateError::BadGateway(format!(
             "the upstream failed mid-stream: {}",
             err["message"].as_str().unwrap_or("unknown error")
         )));
@@ -224,8 +225,8 @@ fn parse_chunk(data: &str) -> Result<StreamItem, ApiError> {
     })
 }
 
-fn timeout_error(after: Duration) -> ApiError {
-    ApiError::GatewayTimeout(format!(
+fn timeout_error(after: Duration) -> GenerateError {
+    GenerateError::Timeout(format!(
         "the upstream did not answer within {:.1} s",
         after.as_secs_f64()
     ))
