@@ -286,15 +286,7 @@ impl Turn {
             },
             decision: deciding.map_or("allowed", |r| r.outcome.word()),
             checkpoint: deciding.map(|r| r.checkpoint.as_str()),
-            categories: deciding
-                .map(|r| {
-                    r.outcome
-                        .categories()
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            categories: deciding_categories(deciding),
             verdicts: self
                 .reports
                 .iter()
@@ -337,15 +329,7 @@ impl Turn {
         self.record(EventBody::Decision(DecisionRecord {
             decision,
             checkpoint: deciding.map(|r| audit_checkpoint(r.checkpoint)),
-            categories: deciding
-                .map(|r| {
-                    r.outcome
-                        .categories()
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            categories: deciding_categories(deciding),
             reason,
             http_status,
             finish_reason: finish_reason.map(str::to_owned),
@@ -392,4 +376,17 @@ pub fn audit_parameters(req: &ChatCompletionRequest) -> Value {
         o.remove("messages");
     }
     v
+}
+
+/// The categories of the deciding check, as codes.
+fn deciding_categories(deciding: Option<&CheckReport>) -> Vec<String> {
+    deciding
+        .map(|r| {
+            r.outcome
+                .categories()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -37,6 +37,9 @@ impl Drop for Ticket {
     }
 }
 
+/// A running slot and the queue place behind it, held until generation ends.
+type Admission = (tokio::sync::OwnedSemaphorePermit, Ticket);
+
 /// Sets the flag when dropped: the request future went away.
 struct CancelOnDrop(Arc<AtomicBool>);
 
@@ -118,6 +121,21 @@ impl LocalGenerator {
         Ok((prompt, options))
     }
 
+    /// Takes a queue place, renders the prompt and waits for a running slot.
+    async fn start(
+        &self,
+        req: &ChatRequest,
+        params: &GenParams,
+    ) -> Result<(Vec<u32>, GenerateOptions, Admission), GenerateError> {
+        let ticket = self.admit()?;
+        let (prompt, options) = self.prepare(req, params)?;
+        let permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| GenerateError::Internal("the engine is shutting down".into()))?;
+        Ok((prompt, options, (permit, ticket)))
+    }
+
     /// Generates a whole answer on a blocking thread; dropping the future
     /// stops the generation at the next token.
     pub async fn complete(
@@ -125,17 +143,12 @@ impl LocalGenerator {
         req: &ChatRequest,
         params: &GenParams,
     ) -> Result<Generated, GenerateError> {
-        let ticket = self.admit()?;
-        let (prompt, options) = self.prepare(req, params)?;
-        let permit = Arc::clone(&self.running)
-            .acquire_owned()
-            .await
-            .map_err(|_| GenerateError::Internal("the engine is shutting down".into()))?;
+        let (prompt, options, held) = self.start(req, params).await?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel = CancelOnDrop(Arc::clone(&cancelled));
         let model = Arc::clone(&self.model);
         let done = tokio::task::spawn_blocking(move || {
-            let _held = (permit, ticket);
+            let _held = held;
             model.generate(&prompt, &options, |_| {
                 if cancelled.load(Ordering::Acquire) {
                     ControlFlow::Break(())
@@ -164,16 +177,11 @@ impl LocalGenerator {
         params: &GenParams,
         header: ChunkHeader,
     ) -> Result<mpsc::Receiver<StreamEvent>, GenerateError> {
-        let ticket = self.admit()?;
-        let (prompt, options) = self.prepare(req, params)?;
-        let permit = Arc::clone(&self.running)
-            .acquire_owned()
-            .await
-            .map_err(|_| GenerateError::Internal("the engine is shutting down".into()))?;
+        let (prompt, options, held) = self.start(req, params).await?;
         let (tx, rx) = mpsc::channel(64);
         let model = Arc::clone(&self.model);
         tokio::task::spawn_blocking(move || {
-            let _held = (permit, ticket);
+            let _held = held;
             let chunk = |delta: Value, finish: Option<&str>| {
                 json!({
                     "id": header.id, "object": "chat.completion.chunk",

@@ -199,15 +199,7 @@ pub async fn chat_completions(
     turn.generation_time = started.elapsed();
     let mut generated = match result {
         Ok(g) => g,
-        Err(e) => {
-            turn.finish(
-                e.status_code_u16(),
-                None,
-                Usage::default(),
-                Some(e.to_string()),
-            );
-            return Err(e);
-        }
+        Err(e) => return Err(failed(&turn, e)),
     };
 
     // Output checkpoint.
@@ -335,15 +327,7 @@ async fn stream(
         .map_err(ApiError::from)
     {
         Ok(rx) => rx,
-        Err(e) => {
-            turn.finish(
-                e.status_code_u16(),
-                None,
-                Usage::default(),
-                Some(e.to_string()),
-            );
-            return Err(e);
-        }
+        Err(e) => return Err(failed(&turn, e)),
     };
     let release = if !turn.policy.runs(Checkpoint::Output) {
         Release::Immediately
@@ -599,4 +583,15 @@ fn chat_request(req: &ChatCompletionRequest) -> ChatRequest {
         // A struct always serialises to an object.
         _ => ChatRequest::new(serde_json::Map::new()),
     }
+}
+
+/// Records a turn that ended in `e` before any answer, and hands `e` on.
+fn failed(turn: &Turn, e: ApiError) -> ApiError {
+    turn.finish(
+        e.status_code_u16(),
+        None,
+        Usage::default(),
+        Some(e.to_string()),
+    );
+    e
 }
