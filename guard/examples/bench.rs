@@ -22,7 +22,11 @@ use warden_policies::taxonomy::GuardVariant;
 
 const VARIANT: GuardVariant = GuardVariant::LlamaGuard3_8b;
 const THREADS: usize = 2;
-const REPS: usize = 7;
+/// Runs per figure (after one warm-up run): the machine is small and the
+/// naive stream check alone runs thousands of tokens.
+const REPS: usize = 5;
+/// Runs per stream figure.
+const STREAM_REPS: usize = 3;
 
 const FILLER: &str = "The committee met on Tuesday to review the quarterly budget, the hiring plan for the new office, \
 and the schedule for migrating the customer database to the new cluster. Several members asked whether the \
@@ -47,13 +51,13 @@ fn text_of_tokens(model: &Model, n: usize) -> String {
     while ids.len() < n {
         ids.extend(tok.encode(FILLER, false).unwrap());
     }
-    let text = tok.decode(&ids[..n], false);
-    assert_eq!(
-        tok.encode(&text, false).unwrap().len(),
-        n,
-        "filler re-tokenises"
-    );
-    text
+    ids.extend(tok.encode(FILLER, false).unwrap());
+    // Decoded text may merge differently at its end: take the cut whose
+    // text re-tokenises to exactly `n` tokens.
+    (n.saturating_sub(4)..n + 8)
+        .map(|k| tok.decode(&ids[..k], false))
+        .find(|text| tok.encode(text, false).unwrap().len() == n)
+        .expect("some cut near n re-tokenises to n tokens")
 }
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -61,11 +65,11 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
-/// Median wall time of `f` over `REPS` runs, after one warm-up run.
-fn time<T>(mut f: impl FnMut() -> T) -> Duration {
+/// Median wall time of `f` over `reps` runs, after one warm-up run.
+fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> Duration {
     f();
     median(
-        (0..REPS)
+        (0..reps)
             .map(|_| {
                 let t = Instant::now();
                 std::hint::black_box(f());
@@ -116,8 +120,8 @@ fn main() {
     // 1. A 40-token user turn.
     let user = text_of_tokens(&model, 40);
     let req = request(vec![GuardMessage::new(GuardRole::User, user.clone())]);
-    let t_uncached = time(|| uncached.judge(&req).unwrap());
-    let t_cached = time(|| cached.judge(&req).unwrap());
+    let t_uncached = time(REPS, || uncached.judge(&req).unwrap());
+    let t_cached = time(REPS, || cached.judge(&req).unwrap());
     let j_uncached = uncached.judge(&req).unwrap();
     let j_cached = cached.judge(&req).unwrap();
     println!("40-token user turn:");
@@ -146,9 +150,9 @@ fn main() {
         question.clone(),
         GuardMessage::new(GuardRole::Agent, answer.clone()),
     ]);
-    let t_whole = time(|| cached.judge(&whole_req).unwrap());
+    let t_whole = time(STREAM_REPS, || cached.judge(&whole_req).unwrap());
     let mut incremental_computed = 0;
-    let t_incremental = time(|| {
+    let t_incremental = time(STREAM_REPS, || {
         let mut session = StreamGuard::new(
             &cached,
             vec![question.clone()],
@@ -162,7 +166,7 @@ fn main() {
         }
     });
     let mut naive_computed = 0;
-    let t_naive = time(|| {
+    let t_naive = time(STREAM_REPS, || {
         let mut so_far = String::new();
         naive_computed = 0;
         for w in &windows {
@@ -193,5 +197,8 @@ fn main() {
         t_naive.as_secs_f64() / t_whole.as_secs_f64(),
         naive_computed
     );
-    println!("threads: {}, median of {REPS} runs", model.threads());
+    println!(
+        "threads: {}, median of {REPS} (turn) / {STREAM_REPS} (stream) runs after a warm-up",
+        model.threads()
+    );
 }
