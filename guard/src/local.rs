@@ -110,9 +110,14 @@ impl Judgement {
         Ok(verdict)
     }
 
-    /// The first whitespace-separated word of the output (for diagnostics).
+    /// The output's first word: the run of ASCII letters after leading
+    /// whitespace (`safe` in `\n\nsafe<|eot_id|>` decoded without skipping).
     pub fn first_word(&self) -> &str {
-        self.text.split_ascii_whitespace().next().unwrap_or("")
+        let text = self.text.trim_start();
+        let end = text
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(text.len());
+        &text[..end]
     }
 }
 
