@@ -18,6 +18,15 @@
 //!   consecutive same-role messages are joined (by `\n\n`) so roles alternate;
 //!   a leading `Agent` turn gets an empty `User` turn before it.
 //!
+//! # Backends
+//!
+//! [`LocalBackend`] runs a guard model in-process: strict verdicts, P(unsafe)
+//! in [`GuardOutcome::unsafe_score`] (see [`score`]), the instruction prefix
+//! prefilled once per category set ([`prefix_cache`]), and incremental
+//! checks of a streamed answer with [`StreamGuard`]. [`RemoteBackend`] asks
+//! an OpenAI-compatible server; [`RulesBackend`] runs regexes and detectors.
+//! [`GuardChain`] runs rules first, so a rules block skips the model.
+//!
 //! # Untrusted text and special tokens
 //!
 //! Message text goes into the prompt verbatim. Tokenise

@@ -88,7 +88,7 @@ fn primed(verdict: &str) -> String {
 fn score_agrees_with_the_greedy_first_word() {
     let guard = backend(8);
     let categories = CategorySet::standard(VARIANT);
-    let mut decided = 0;
+    let (mut safe_cases, mut unsafe_cases) = (0, 0);
     let mut report = Vec::new();
     let primed: Vec<String> = ["safe", "unsafe\nS1", "safe", "unsafe\nS9"]
         .iter()
@@ -121,7 +121,11 @@ fn score_agrees_with_the_greedy_first_word() {
             "unsafe" => true,
             _ => continue,
         };
-        decided += 1;
+        if expected_unsafe {
+            unsafe_cases += 1;
+        } else {
+            safe_cases += 1;
+        }
         let score = score.expect("a first word was generated, so a score was read");
         assert_eq!(
             score > 0.5,
@@ -130,10 +134,11 @@ fn score_agrees_with_the_greedy_first_word() {
         );
     }
     eprintln!("{}", report.join("\n"));
-    // Without a decided case the assertion above never ran.
+    // Without decided cases of both words the assertion above never ran
+    // on that side.
     assert!(
-        decided >= 1,
-        "no case started with safe/unsafe:\n{}",
+        safe_cases >= 1 && unsafe_cases >= 1,
+        "need cases starting with safe and with unsafe:\n{}",
         report.join("\n")
     );
 }
