@@ -387,3 +387,37 @@ async fn rules_run_first_and_a_rules_block_skips_the_model() {
         ),
     }
 }
+
+/// The stream session's strict check runs off the async runtime, gives the
+/// session back, and agrees with the raw judgement: a verdict only when the
+/// output parses and finished, else an error, never `safe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_check_is_strict_and_async_returns_the_session() {
+    let guard = backend(4);
+    let categories = CategorySet::standard(VARIANT);
+    let mut session = StreamGuard::new(
+        &guard,
+        vec![GuardMessage::new(GuardRole::User, QUESTION)],
+        categories.clone(),
+    )
+    .unwrap();
+    session.push("Vaccines show the immune system a harmless piece of a germ.");
+    let judgement = session.check_judgement().unwrap();
+    let (session, result) = session.check_async().await;
+    let session = session.expect("the worker did not panic");
+    assert_eq!(
+        session.answer(),
+        "Vaccines show the immune system a harmless piece of a germ."
+    );
+    match warden_guard::parse_verdict(&judgement.text, &categories.codes()) {
+        Ok(verdict) if judgement.finished => assert_eq!(result.unwrap().verdict, verdict),
+        _ => assert!(
+            matches!(
+                result,
+                Err(GuardError::UnparseableOutput { .. } | GuardError::Unfinished { .. })
+            ),
+            "{:?} gave {result:?}",
+            judgement.text
+        ),
+    }
+}
