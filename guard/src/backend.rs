@@ -183,6 +183,18 @@ pub enum GuardError {
         /// What went wrong.
         message: String,
     },
+    /// The model did not end its verdict (no end-of-turn token) within the
+    /// token budget; a cut-off verdict could name too few categories.
+    #[error("the guard output {output:?} did not end within {max_tokens} tokens")]
+    Unfinished {
+        /// The text generated before the budget ran out.
+        output: String,
+        /// The token budget.
+        max_tokens: usize,
+    },
+    /// The guard prompt cannot be built for this conversation.
+    #[error("the guard prompt cannot be built: {0}")]
+    Prompt(#[from] crate::prompt::PromptError),
     /// The backend's configuration is unusable.
     #[error("invalid guard configuration: {0}")]
     Config(String),

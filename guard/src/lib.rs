@@ -18,6 +18,15 @@
 //!   consecutive same-role messages are joined (by `\n\n`) so roles alternate;
 //!   a leading `Agent` turn gets an empty `User` turn before it.
 //!
+//! # Backends
+//!
+//! [`LocalBackend`] runs a guard model in-process: strict verdicts, P(unsafe)
+//! in [`GuardOutcome::unsafe_score`] (see [`score`]), the instruction prefix
+//! prefilled once per category set ([`prefix_cache`]), and incremental
+//! checks of a streamed answer with [`StreamGuard`]. [`RemoteBackend`] asks
+//! an OpenAI-compatible server; [`RulesBackend`] runs regexes and detectors.
+//! [`GuardChain`] runs rules first, so a rules block skips the model.
+//!
 //! # Untrusted text and special tokens
 //!
 //! Message text goes into the prompt verbatim. Tokenise
@@ -25,25 +34,35 @@
 //! message containing `<|eot_id|>` or `<END CONVERSATION>` stays plain text.
 
 pub mod backend;
+pub mod chain;
 pub mod checkpoint;
 pub mod conversation;
+pub mod local;
+pub mod prefix_cache;
 pub mod prompt;
 pub mod remote;
 pub mod rules;
+pub mod score;
+pub mod stream;
 pub mod verdict;
 
 pub use backend::{
     classify_with_timeout, BackendKind, BoxFuture, GuardBackend, GuardError, GuardOutcome,
     GuardRequest, RequestError,
 };
+pub use chain::{ChainOutcome, ChainStep, GuardChain};
 pub use checkpoint::Checkpoint;
 pub use conversation::{to_guard_conversation, ChatMessage, ConversationError};
+pub use local::{bundled_model_path, Judgement, LocalBackend, LocalOptions};
+pub use prefix_cache::{PrefixCache, PrefixCacheStats};
 pub use prompt::{
     build_prompt, build_prompt_parts, render_fixture_input, CategorySet, GuardConversation,
     GuardMessage, GuardRole, PromptError, PromptParts, PromptTokens,
 };
 pub use remote::{RemoteBackend, RemoteConfig, RemoteMode};
 pub use rules::{RuleMatch, RulesBackend, RulesConfig};
+pub use score::{unsafe_probability, ScoreTokens};
+pub use stream::StreamGuard;
 pub use verdict::{parse_code_list, parse_verdict, Verdict, VerdictError};
 
 #[cfg(test)]

@@ -1,11 +1,19 @@
-//! `warden guard prompt` and `warden guard parse`: the guard prompt and
-//! verdict grammar from the command line (formats are a contract).
+//! `warden guard prompt`, `warden guard parse` and `warden classify`: the
+//! guard prompt, the verdict grammar and a local check from the command
+//! line (formats are a contract).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use warden_guard::{parse_code_list, parse_verdict, render_fixture_input};
+use serde_json::json;
+use warden_guard::{
+    build_prompt, bundled_model_path, parse_code_list, parse_verdict, render_fixture_input,
+    CategorySet, ChatMessage, Checkpoint, GuardRequest, LocalBackend, LocalOptions,
+};
+use warden_inference::Model;
 use warden_policies::taxonomy::GuardVariant;
 
 use super::read_stdin;
@@ -66,4 +74,183 @@ pub fn run(cmd: GuardCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Arguments of `warden classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// The text to judge, as one user turn (or use `--file`).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    text: Option<String>,
+    /// A JSON conversation: an array of OpenAI-style chat messages, or an
+    /// object with a `messages` array.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// What is judged: `input`, `output`, `tool_call` or `tool_result`
+    /// (default: from the last message's role).
+    #[arg(long)]
+    checkpoint: Option<String>,
+    /// Only these categories of the variant's defaults, e.g. `S1,S2,S10`.
+    #[arg(long)]
+    categories: Option<String>,
+    /// Leave these categories out, e.g. `S6,S7`.
+    #[arg(long)]
+    exclude: Option<String>,
+    /// `llama-guard-3-8b` or `llama-guard-3-1b`.
+    #[arg(long, default_value = "llama-guard-3-8b")]
+    variant: GuardVariant,
+    /// Guard model file (default: the bundled model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Print the exact prompt the model would see and exit (no model run).
+    #[arg(long)]
+    print_prompt: bool,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn checkpoint_named(name: &str) -> anyhow::Result<Checkpoint> {
+    Ok(match name {
+        "input" => Checkpoint::Input,
+        "output" => Checkpoint::Output,
+        "tool_call" => Checkpoint::ToolCall,
+        "tool_result" => Checkpoint::ToolResult,
+        other => {
+            bail!("unknown checkpoint {other:?}: expected input, output, tool_call or tool_result")
+        }
+    })
+}
+
+/// The checkpoint a conversation's last message calls for.
+fn checkpoint_of(messages: &[ChatMessage]) -> Checkpoint {
+    match messages.last() {
+        Some(ChatMessage::Assistant { tool_calls, .. }) if !tool_calls.is_empty() => {
+            Checkpoint::ToolCall
+        }
+        Some(ChatMessage::Assistant { .. }) => Checkpoint::Output,
+        Some(ChatMessage::Tool { .. }) => Checkpoint::ToolResult,
+        _ => Checkpoint::Input,
+    }
+}
+
+fn read_messages(args: &ClassifyArgs) -> anyhow::Result<Vec<ChatMessage>> {
+    let Some(path) = &args.file else {
+        return Ok(vec![ChatMessage::user(
+            args.text.clone().unwrap_or_default(),
+        )]);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let messages = match value {
+        serde_json::Value::Object(mut map) => map.remove("messages").unwrap_or_default(),
+        other => other,
+    };
+    serde_json::from_value(messages)
+        .with_context(|| format!("{}: expected an array of chat messages", path.display()))
+}
+
+fn categories_for(args: &ClassifyArgs) -> anyhow::Result<CategorySet> {
+    let mut set = CategorySet::standard(args.variant);
+    if let Some(only) = &args.categories {
+        let only = parse_code_list(only).context("--categories")?;
+        if let Some(missing) = only.iter().find(|c| !set.contains(**c)) {
+            bail!(
+                "--categories: {missing} is not a {} category",
+                args.variant.as_str()
+            );
+        }
+        let excluded: Vec<_> = set
+            .codes()
+            .into_iter()
+            .filter(|c| !only.contains(c))
+            .collect();
+        set = set.excluding(&excluded)?;
+    }
+    if let Some(exclude) = &args.exclude {
+        set = set.excluding(&parse_code_list(exclude).context("--exclude")?)?;
+    }
+    Ok(set)
+}
+
+/// The category's name: its prompt text up to the first line end, without the final dot.
+fn category_name(set: &CategorySet, code: warden_policies::taxonomy::CategoryCode) -> String {
+    let text = set.text(code).unwrap_or_default();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_suffix('.').unwrap_or(line).to_owned()
+}
+
+/// Runs `warden classify`.
+pub fn classify(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
+    let messages = read_messages(&args)?;
+    let checkpoint = match &args.checkpoint {
+        Some(name) => checkpoint_named(name)?,
+        None => checkpoint_of(&messages),
+    };
+    let categories = categories_for(&args)?;
+    let request = match GuardRequest::from_chat(checkpoint, &messages, categories.clone()) {
+        Ok(request) => request,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if args.print_prompt {
+        print!(
+            "{}",
+            build_prompt(args.variant, &categories, request.conversation())
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = args.model.clone().unwrap_or_else(bundled_model_path);
+    let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let backend = LocalBackend::new(Arc::new(model), LocalOptions::new(args.variant))?;
+    let outcome = match backend.classify_blocking(&request) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let named: Vec<(String, String)> = outcome
+        .verdict
+        .categories()
+        .iter()
+        .map(|c| (c.to_string(), category_name(&categories, *c)))
+        .collect();
+    let latency_ms = outcome.latency.as_secs_f64() * 1000.0;
+    let word = if outcome.verdict.is_safe() {
+        "safe"
+    } else {
+        "unsafe"
+    };
+    if args.json {
+        let categories: Vec<_> = named
+            .iter()
+            .map(|(code, name)| json!({"code": code, "name": name}))
+            .collect();
+        let out = json!({
+            "verdict": word,
+            "categories": categories,
+            "unsafe_score": outcome.unsafe_score,
+            "latency_ms": latency_ms,
+            "checkpoint": checkpoint.as_str(),
+            "backend": outcome.backend.as_str(),
+            "model": outcome.model,
+        });
+        println!("{out}");
+    } else {
+        println!("verdict: {word}");
+        for (code, name) in &named {
+            println!("category: {code} {name}");
+        }
+        match outcome.unsafe_score {
+            Some(score) => println!("score: {score:.4}"),
+            None => println!("score: none"),
+        }
+        println!("latency: {latency_ms:.1} ms");
+    }
+    Ok(ExitCode::SUCCESS)
 }

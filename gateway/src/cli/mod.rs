@@ -33,6 +33,8 @@ enum Command {
     Logits(inference::LogitsArgs),
     /// Run the gateway.
     Serve(serve::ServeArgs),
+    /// Judge a text or a JSON conversation with the local guard model.
+    Classify(guard::ClassifyArgs),
     /// Guard prompts and verdicts.
     #[command(subcommand)]
     Guard(guard::GuardCommand),
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => inference::generate(args),
         Command::Logits(args) => inference::logits(args),
         Command::Serve(args) => serve::run(args),
+        Command::Classify(args) => guard::classify(args),
         Command::Guard(cmd) => guard::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Migrate(args) => db::migrate(args),
