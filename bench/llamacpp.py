@@ -169,8 +169,13 @@ def main():
     ap.add_argument("--threads", default=None, help="e.g. 1,2 (default: the report's)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--theirs", help="a saved --json output: print the ratios without measuring")
     ap.add_argument("--install-only", action="store_true", help="only make sure llama.cpp is installed")
     args = ap.parse_args()
+    if args.theirs and args.ours:
+        with open(args.ours) as f, open(args.theirs) as g:
+            print("\n".join(compare(json.load(f), json.load(g)["runs"])))
+        return
     ensure_llama_cpp()
     if args.install_only:
         return

@@ -40,7 +40,14 @@ else
     bench=("$WARDEN_BIN" bench)
 fi
 
-out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
+# BENCH_OUT=DIR keeps both JSON reports there.
+if [ -n "${BENCH_OUT:-}" ]; then
+    out="$BENCH_OUT"
+    mkdir -p "$out"
+else
+    out="$(mktemp -d)"
+    trap 'rm -rf "$out"' EXIT
+fi
 "${bench[@]}" --model "$model" --threads "$threads" --repeats "$repeats" --json >"$out/warden.json"
-python3 "$here/llamacpp.py" --ours "$out/warden.json" --model "$model" --threads "$threads" --repeats "$repeats"
+python3 "$here/llamacpp.py" --ours "$out/warden.json" --model "$model" --threads "$threads" --repeats "$repeats" --json >"$out/llamacpp.json"
+python3 "$here/llamacpp.py" --ours "$out/warden.json" --theirs "$out/llamacpp.json"
