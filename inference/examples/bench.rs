@@ -1,11 +1,10 @@
-//! Runs the inference benchmark with a progress bar:
-//! `cargo run --release --example bench -p warden-inference -- [--model PATH]
-//! [--threads 1,2] [--streams 4] [--repeats 2] [--json]`.
+//! The inference benchmark without building the gateway (same as `warden
+//! bench`): `cargo run --release --example bench -p warden-inference --
+//! [--model PATH] [--threads 1,2] [--streams 4] [--repeats 2] [--json]`.
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use warden_inference::bench::{run, BenchConfig};
+use warden_inference::bench::{run_with_progress_bar, BenchConfig};
 
 fn default_model() -> PathBuf {
     let dir = std::env::var("WARDEN_MODEL_DIR")
@@ -42,18 +41,7 @@ fn main() {
             other => fail(&format!("unknown argument {other}")),
         }
     }
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let report = run(&config, |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-        bar.set_message(p.stage.clone());
-    });
-    bar.finish_and_clear();
-    match report {
+    match run_with_progress_bar(&config) {
         Ok(r) if json => println!("{}", r.to_json()),
         Ok(r) => print!("{r}"),
         Err(e) => fail(&e.to_string()),

@@ -260,6 +260,23 @@ pub fn run(config: &BenchConfig, mut progress: impl FnMut(&Progress)) -> Result<
     })
 }
 
+/// [`run`] with a progress bar on standard error (cleared at the end).
+pub fn run_with_progress_bar(config: &BenchConfig) -> Result<BenchReport> {
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("loading the model");
+    let report = run(config, |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.stage.clone());
+    });
+    bar.finish_and_clear();
+    report
+}
+
 /// One pass over `tokens` from an empty cache, last-position logits.
 fn time_prefill(model: &Model, tokens: &[TokenId]) -> Result<Duration> {
     let mut cache = model.new_cache();

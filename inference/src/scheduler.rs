@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::cache::KvCache;
 use crate::error::InferenceError;
@@ -101,7 +102,8 @@ pub enum SchedulerError {
     Closed,
 }
 
-/// The caller's side of a submitted request.
+/// The caller's side of a submitted request. Dropping it cancels the
+/// request (a caller that went away wants nothing more).
 pub struct Handle {
     events: mpsc::Receiver<StreamEvent>,
     cancel: Arc<AtomicBool>,
@@ -114,10 +116,30 @@ impl Handle {
         self.events.recv().ok()
     }
 
-    /// Stops the request; its slot is freed at the next step and a final
-    /// [`StreamEvent::Done`] with [`FinishReason::Cancelled`] follows.
+    /// The next event, waiting at most `timeout` for it.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<StreamEvent, mpsc::RecvTimeoutError> {
+        self.events.recv_timeout(timeout)
+    }
+
+    /// Stops the request: a waiting request leaves the queue now, a running
+    /// one frees its slot at the next step; a final [`StreamEvent::Done`]
+    /// with [`FinishReason::Cancelled`] follows.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
+        // Take it out of the queue here rather than when the worker reaches
+        // it, so its queue place is free for the next submit at once.
+        let removed = {
+            let mut state = self.shared.lock();
+            let (gone, kept): (VecDeque<Pending>, VecDeque<Pending>) = state
+                .waiting
+                .drain(..)
+                .partition(|p| p.cancel.load(Ordering::Relaxed));
+            state.waiting = kept;
+            gone
+        };
+        for p in removed {
+            p.cancelled();
+        }
         self.shared.wake.notify_all();
     }
 
@@ -134,10 +156,29 @@ impl Handle {
     }
 }
 
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
 struct Pending {
     request: Request,
     events: mpsc::Sender<StreamEvent>,
     cancel: Arc<AtomicBool>,
+}
+
+impl Pending {
+    /// Ends a request that never ran.
+    fn cancelled(self) {
+        // The caller may be gone; then nobody wants the end either.
+        let _ = self.events.send(StreamEvent::Done(Completion {
+            tokens: Vec::new(),
+            text: String::new(),
+            finish: FinishReason::Cancelled,
+            prompt_tokens: self.request.prompt.len(),
+        }));
+    }
 }
 
 #[derive(Default)]
@@ -299,10 +340,12 @@ impl Worker {
 
     fn run(mut self) {
         loop {
+            // Cancelled sequences leave before admission, so their slots
+            // are refilled in the same round.
+            self.drop_cancelled();
             if !self.admit() {
                 break;
             }
-            self.drop_cancelled();
             if !self.active.is_empty() {
                 self.step();
             }
@@ -334,12 +377,7 @@ impl Worker {
                     break;
                 };
                 if p.cancel.load(Ordering::Relaxed) {
-                    let _ = p.events.send(StreamEvent::Done(Completion {
-                        tokens: Vec::new(),
-                        text: String::new(),
-                        finish: FinishReason::Cancelled,
-                        prompt_tokens: p.request.prompt.len(),
-                    }));
+                    p.cancelled();
                     continue;
                 }
                 let Request {

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per command group.
 
+mod bench;
 mod db;
 mod guard;
 mod inference;
@@ -49,6 +50,8 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(db::AuditCommand),
+    /// Measure inference speed on this machine (prefill, decode, guard pass, streams).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => db::migrate(args),
         Command::Keys(cmd) => db::keys(cmd),
         Command::Audit(cmd) => db::audit(cmd),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
