@@ -70,7 +70,7 @@ key="$(cat "$keyfile")"
 
 echo "== gateway"
 stop_gateway
-WARDEN_LISTEN="$listen" nohup "$warden" serve --config warden.toml > "$state/warden.log" 2>&1 &
+WARDEN_LISTEN="$listen" nohup "$warden" serve --config quickstart/warden.toml > "$state/warden.log" 2>&1 &
 echo $! > "$pidfile"
 ready=""
 for _ in $(seq 600); do
@@ -101,8 +101,11 @@ reply = client.chat.completions.create(
 print(reply.choices[0].message.content, reply.model_extra.get("warden"))
 PY
 
-The bundled SmolLM2-135M model answers and also stands in for Llama Guard
-(same protocol, poor judgement). Point the guard at a real Llama Guard 3 in
-warden.toml ([[guards]] llama-guard-local): path = "/models/Llama-Guard-3-1B.Q8_0.gguf"
-and variant = "llama-guard-3-1b". Stop with: scripts/quickstart.sh stop
+The bundled SmolLM2-135M model answers; the demo policy guards input and
+output with the rules backend (quickstart/policies/demo.yaml). SmolLM2 is not
+a safety classifier: for Llama Guard, set in quickstart/warden.toml under
+[[guards]] llama-guard-local
+    path = "/models/Llama-Guard-3-1B.Q8_0.gguf"
+    variant = "llama-guard-3-1b"
+and add llama-guard-local to the policy's backends. Stop: scripts/quickstart.sh stop
 MSG

@@ -5,7 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod guarding;
-pub mod local_guard;
 pub mod metrics;
 pub mod openai;
 pub mod request_id;

@@ -8,14 +8,13 @@ use anyhow::Context;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use warden_audit::{AuditEvent, AuditHandle, AuditWriter, InstanceId, WriterConfig};
-use warden_guard::{RemoteBackend, RemoteConfig, RemoteMode};
+use warden_guard::{LocalBackend, LocalOptions, RemoteBackend, RemoteConfig, RemoteMode};
 use warden_inference::Model;
 use warden_policies::{KnownNames, PolicyStore, PolicyWatcher};
 
 use crate::auth::Auth;
 use crate::config::{Config, GuardSource, ModelSource, RemoteModeChoice, TemplateChoice};
 use crate::guarding::{Guards, NamedGuard};
-use crate::local_guard::LocalGuard;
 use crate::metrics::{Gauges, Metrics};
 use warden_agents::{Generator, LocalGenerator, UpstreamGenerator};
 
@@ -132,7 +131,14 @@ impl AppState {
                     let model = tokio::task::spawn_blocking(move || Model::load(&path))
                         .await?
                         .with_context(|| format!("guards[{i}].path"))?;
-                    Arc::new(LocalGuard::new(model, g.name.clone(), g.variant))
+                    let options = LocalOptions {
+                        name: Some(g.name.clone()),
+                        ..LocalOptions::new(g.variant)
+                    };
+                    Arc::new(
+                        LocalBackend::new(Arc::new(model), options)
+                            .with_context(|| format!("guards[{i}]"))?,
+                    )
                 }
                 GuardSource::Remote {
                     base_url,
