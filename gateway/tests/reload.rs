@@ -1,6 +1,7 @@
 //! Policy hot reload in a running gateway: a valid change takes effect for
 //! the next request, an invalid one is refused and the old policy keeps
-//! serving; by file watcher (in-process) and by SIGHUP (the real binary).
+//! serving; a request in flight finishes under the version it started with;
+//! by file watcher (in-process) and by SIGHUP (the real binary).
 
 mod common;
 
@@ -68,6 +69,81 @@ async fn watcher_applies_valid_changes_and_refuses_invalid_ones() {
     );
     assert!(metrics.contains("warden_policy_reload_failing 1"));
     gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_request_in_flight_finishes_under_the_policy_it_started_with() {
+    let db = TestDb::create().await;
+    let mut setup = Setup::new();
+    setup.database_url = Some(db.url.clone());
+    setup.upstream_timeout = 10.0;
+    let gw = setup.start().await;
+    let file = setup.policy_dir().join("default.yaml");
+    let version_of = |body: &Value| body["warden"]["policy"]["version"].clone();
+    let before: Value = gw.chat("up", "hello").await.json().await.unwrap();
+    let old = version_of(&before);
+    let set_before = readyz(&gw).await["policies"]["version"].clone();
+
+    // The upstream holds this answer for 3 s; the policy changes meanwhile.
+    let (slow, reloaded) = tokio::join!(gw.chat("up", "SLEEP:3000 hello"), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        replace_file(&file, &with_swear_rule(&setup.policy));
+        eventually(Duration::from_secs(10), || async {
+            readyz(&gw).await["policies"]["version"] != set_before
+        })
+        .await
+    });
+    assert!(reloaded, "the change was never applied");
+    assert_eq!(slow.status(), 200);
+    let slow: Value = slow.json().await.unwrap();
+    assert_eq!(
+        version_of(&slow),
+        old,
+        "the in-flight request changed policy"
+    );
+    let after: Value = gw.chat("up", "hello").await.json().await.unwrap();
+    assert_ne!(
+        version_of(&after),
+        old,
+        "the next request must use the new policy"
+    );
+
+    // The audit trail records the version each request ran under.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let versions = |id: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT DISTINCT policy_version FROM audit_events \
+                 WHERE request_id = $1 AND policy_version IS NOT NULL",
+            )
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let slow_id = slow["warden"]["request_id"].as_str().unwrap().to_owned();
+    let after_id = after["warden"]["request_id"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !versions(slow_id.clone()).await.is_empty()
+                && !versions(after_id.clone()).await.is_empty()
+        })
+        .await,
+        "the requests were never audited"
+    );
+    assert_eq!(
+        versions(slow_id).await,
+        vec![old.as_str().unwrap().to_owned()]
+    );
+    assert_eq!(
+        versions(after_id).await,
+        vec![version_of(&after).as_str().unwrap().to_owned()]
+    );
+    pool.close().await;
+    gw.stop().await;
+    db.drop_db().await;
 }
 
 async fn readyz(gw: &Gateway) -> Value {
