@@ -186,6 +186,8 @@ async fn sighup_reloads_the_real_binary() {
         .args(["serve", "--config"])
         .arg(&config)
         .env("WARDEN_LISTEN", format!("127.0.0.1:{port}"))
+        // The test script exports DATABASE_URL; this gateway runs without one.
+        .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
