@@ -4,29 +4,12 @@
 #[path = "../../inference/tests/common/mod.rs"]
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod cli_support;
+use cli_support::warden;
 
 use serde_json::{json, Value};
 use warden_guard::{build_prompt, CategorySet, GuardConversation, GuardMessage, GuardRole};
 use warden_policies::taxonomy::{CategoryCode, GuardVariant};
-
-fn warden(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()

@@ -1,9 +1,11 @@
 //! The inference CLI (`tokenize`, `template render`, `generate`, `logits`)
 //! against the golden fixtures and the bundled model, through the real binary.
 
-use std::io::Write;
+mod cli_support;
+use cli_support::warden;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -31,23 +33,6 @@ fn model() -> String {
             std::env::var("HOME").unwrap()
         )
     })
-}
-
-fn warden(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn stdout(out: &Output) -> String {
