@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod error;
 pub mod generate;
+pub mod tools;
 
 pub use chat::{content_text, ChatRequest, ChunkHeader, GenParams, Generated, StreamItem, Usage};
 pub use error::GenerateError;

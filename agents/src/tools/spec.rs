@@ -1,0 +1,139 @@
+//! How a tool is declared in configuration: name, description, JSON Schema
+//! of its arguments, and who runs it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// One tool as configured (TOML/YAML) or built in code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// The name the model calls it by (`[A-Za-z0-9_-]`, at most 64 characters).
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the arguments object.
+    #[serde(default = "empty_object_schema")]
+    pub parameters: Value,
+    /// Who runs it.
+    pub executor: ExecutorSpec,
+}
+
+/// Who runs a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExecutorSpec {
+    /// POST the arguments to a URL.
+    Http(HttpSpec),
+    /// One of Warden's own tools.
+    Builtin {
+        /// Which one.
+        name: BuiltinTool,
+    },
+    /// The caller runs it: the call is returned as OpenAI `tool_calls`.
+    Client,
+}
+
+/// An HTTP tool endpoint and its limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// The endpoint (`http` or `https`).
+    pub url: String,
+    /// Hosts that may be contacted (the URL's host must be one of them).
+    pub allow_hosts: Vec<String>,
+    /// Allow loopback, private, link-local and similar addresses (off: SSRF guard).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Time for the whole exchange, redirects included.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest response body accepted.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+impl HttpSpec {
+    /// A spec for `url` with its own host allowed and the default limits.
+    pub fn new(url: impl Into<String>, allow_hosts: Vec<String>) -> Self {
+        Self {
+            url: url.into(),
+            allow_hosts,
+            allow_private: false,
+            timeout_ms: default_timeout_ms(),
+            max_response_bytes: default_max_response_bytes(),
+        }
+    }
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_response_bytes() -> usize {
+    1 << 20
+}
+
+/// The schema of a tool declared without `parameters`: any object.
+fn empty_object_schema() -> Value {
+    json!({"type": "object", "properties": {}})
+}
+
+/// Warden's own tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinTool {
+    /// Arithmetic on numbers.
+    Calculator,
+    /// The current time in UTC.
+    CurrentTime,
+}
+
+impl BuiltinTool {
+    /// The tool's default name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Calculator => "calculator",
+            Self::CurrentTime => "current_time",
+        }
+    }
+}
+
+impl ToolSpec {
+    /// A built-in tool with its name, description and argument schema.
+    pub fn builtin(tool: BuiltinTool) -> ToolSpec {
+        let (description, parameters) = match tool {
+            BuiltinTool::Calculator => (
+                "Evaluates an arithmetic expression: numbers, + - * / % ^ and parentheses.",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "expression": {
+                            "type": "string",
+                            "description": "The expression, e.g. \"(2 + 3) * 4 ^ 2\".",
+                        },
+                    },
+                    "required": ["expression"],
+                    "additionalProperties": false,
+                }),
+            ),
+            BuiltinTool::CurrentTime => (
+                "Returns the current date and time in UTC (RFC 3339).",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "timezone": {"type": "string", "enum": ["UTC"]},
+                    },
+                    "additionalProperties": false,
+                }),
+            ),
+        };
+        ToolSpec {
+            name: tool.name().to_owned(),
+            description: Some(description.to_owned()),
+            parameters,
+            executor: ExecutorSpec::Builtin { name: tool },
+        }
+    }
+}
