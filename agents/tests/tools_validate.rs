@@ -242,6 +242,10 @@ fn a_non_schema_is_refused_naming_the_tool() {
             "{bad}: {err:?}"
         );
         assert!(err.to_string().contains("`broken`"), "{err}");
+        if bad["properties"].is_object() {
+            // The message says where in the schema the fault is.
+            assert!(err.to_string().contains("at /properties/a/type"), "{err}");
+        }
     }
 }
 
@@ -362,12 +366,26 @@ fn specs_from_toml_like_config() {
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(specs[1].parameters, Value::Null);
     let set = ToolSet::new(specs).unwrap();
     assert_eq!(
         set.names().collect::<Vec<_>>(),
         ["calc", "time", "ask_user", "lookup"]
     );
     assert!(set.is_client("ask_user") && !set.is_client("lookup"));
+    // A built-in left without a schema or description gets its own.
+    let builtin = ToolSpec::builtin(BuiltinTool::CurrentTime);
+    let time = set.spec("time").unwrap();
+    assert_eq!(time.parameters, builtin.parameters);
+    assert_eq!(time.description, builtin.description);
+    assert!(set
+        .validate(ToolCall::new("time", json!({"timezone": "CET"})))
+        .is_err());
+    // Other tools left without one take any object.
+    assert_eq!(
+        set.spec("ask_user").unwrap().parameters,
+        json!({"type": "object", "properties": {}})
+    );
 
     for bad in [
         json!({"name": "x", "executor": {"kind": "client"}, "colour": "red"}),

@@ -49,6 +49,7 @@ impl ToolSet {
         let mut seen = HashSet::new();
         let mut entries = Vec::with_capacity(specs.len());
         for spec in specs {
+            let spec = spec.completed();
             check_name(&spec.name)?;
             if !seen.insert(spec.name.clone()) {
                 return Err(ToolError::Duplicate { tool: spec.name });
@@ -126,6 +127,9 @@ impl ToolSet {
 
     /// Checks a call: the tool must exist and the arguments match its
     /// schema. Every issue is reported, each with its JSON pointer.
+    // The rejection hands the call back whole (for feedback and the audit);
+    // boxing it would only complicate every caller's match.
+    #[allow(clippy::result_large_err)]
     pub fn validate(&self, call: ToolCall) -> Result<ValidCall, Rejected> {
         let Some(entry) = self.entry(&call.name) else {
             return Err(Rejected::UnknownTool { call });
@@ -233,10 +237,8 @@ fn openai_spec(index: usize, tool: &Value) -> Result<ToolSpec, ToolError> {
             )))
         }
     };
-    let parameters = match function.get("parameters") {
-        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-        Some(p) => p.clone(),
-    };
+    // Left out: any object (filled in by `ToolSet::new`).
+    let parameters = function.get("parameters").cloned().unwrap_or(Value::Null);
     Ok(ToolSpec {
         name,
         description,

@@ -13,8 +13,9 @@ pub struct ToolSpec {
     /// What it does, for the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// JSON Schema of the arguments object.
-    #[serde(default = "empty_object_schema")]
+    /// JSON Schema of the arguments object. Left out (`null`): a built-in's
+    /// own schema, or any object for other tools.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub parameters: Value,
     /// Who runs it.
     pub executor: ExecutorSpec,
@@ -76,7 +77,7 @@ fn default_max_response_bytes() -> usize {
 }
 
 /// The schema of a tool declared without `parameters`: any object.
-fn empty_object_schema() -> Value {
+pub(crate) fn empty_object_schema() -> Value {
     json!({"type": "object", "properties": {}})
 }
 
@@ -101,6 +102,23 @@ impl BuiltinTool {
 }
 
 impl ToolSpec {
+    /// The spec with what was left out filled in: a built-in's own schema
+    /// and description (under the configured name), else an any-object schema.
+    pub(crate) fn completed(mut self) -> ToolSpec {
+        if let ExecutorSpec::Builtin { name } = &self.executor {
+            let builtin = ToolSpec::builtin(*name);
+            if self.parameters.is_null() {
+                self.parameters = builtin.parameters;
+            }
+            if self.description.is_none() {
+                self.description = builtin.description;
+            }
+        } else if self.parameters.is_null() {
+            self.parameters = empty_object_schema();
+        }
+        self
+    }
+
     /// A built-in tool with its name, description and argument schema.
     pub fn builtin(tool: BuiltinTool) -> ToolSpec {
         let (description, parameters) = match tool {

@@ -102,9 +102,15 @@ pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
     if !schema.is_object() {
         return Err("the schema must be a JSON object".into());
     }
-    jsonschema::options()
-        .build(schema)
-        .map_err(|e| e.to_string())
+    // The pointer locates the fault in the schema (the meta-schema's instance).
+    jsonschema::options().build(schema).map_err(|e| {
+        let at = e.instance_path().as_str();
+        if at.is_empty() {
+            e.to_string()
+        } else {
+            format!("{e} (at {at})")
+        }
+    })
 }
 
 /// Every issue of `arguments` under `validator`, in the validator's order.
