@@ -3,6 +3,7 @@
 //! or streamed chunks. Returns what happened as values; the gateway turns
 //! them into HTTP responses and audit events.
 
+pub mod agent;
 pub mod chat;
 pub mod error;
 pub mod generate;

@@ -103,6 +103,14 @@ pub enum ApiError {
     /// The upstream did not answer in time.
     #[error("{0}")]
     GatewayTimeout(String),
+    /// The model's tool calls stayed invalid after every retry.
+    #[error("the model made no valid tool call after its retries: {}", errors.join("; "))]
+    InvalidToolCall {
+        /// The last round's errors, each with its JSON pointer.
+        errors: Vec<String>,
+        /// The steps and verdicts so far.
+        warden: Box<WardenInfo>,
+    },
     /// The audit is required and cannot take events.
     #[error("the audit log cannot record requests right now; refusing to serve unaudited")]
     AuditUnavailable,
@@ -149,6 +157,7 @@ impl ApiError {
             Self::GuardUnavailable { .. } => ("server_error", Some("guard_unavailable")),
             Self::Overloaded { .. } => ("rate_limit_error", Some("model_overloaded")),
             Self::BadGateway(_) => ("upstream_error", Some("bad_gateway")),
+            Self::InvalidToolCall { .. } => ("upstream_error", Some("invalid_tool_call")),
             Self::GatewayTimeout(_) => ("upstream_error", Some("upstream_timeout")),
             Self::AuditUnavailable => ("server_error", Some("audit_unavailable")),
             Self::Internal(_) => ("server_error", None),
@@ -168,7 +177,9 @@ impl ApiError {
     pub fn body(&self) -> ErrorBody {
         let (kind, code) = self.kind_and_code();
         let warden = match self {
-            Self::ContentFilter(w) | Self::GuardUnavailable { warden: w, .. } => Some(w.clone()),
+            Self::ContentFilter(w)
+            | Self::GuardUnavailable { warden: w, .. }
+            | Self::InvalidToolCall { warden: w, .. } => Some(w.clone()),
             _ => None,
         };
         ErrorBody {
@@ -197,7 +208,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::BadGateway(_) | Self::InvalidToolCall { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

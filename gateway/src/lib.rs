@@ -1,5 +1,6 @@
 //! Warden's gateway: the OpenAI-compatible HTTP API and the `warden` CLI.
 
+pub mod agent_turn;
 pub mod auth;
 pub mod cli;
 pub mod config;

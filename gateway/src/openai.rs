@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use warden_agents::agent::StepRecord;
 
 /// `POST /v1/chat/completions` body. Unknown fields are refused so a typo
 /// (`max_token`) is an error rather than silently ignored.
@@ -271,6 +272,10 @@ pub struct WardenInfo {
     pub categories: Vec<String>,
     /// Every verdict, in order.
     pub verdicts: Vec<VerdictInfo>,
+    /// The agent loop's tool calls, in order (tool turns only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<StepRecord>,
 }
 
 /// The policy that judged.

@@ -13,9 +13,14 @@ use warden_inference::Model;
 use warden_policies::{KnownNames, PolicyStore, PolicyWatcher};
 
 use crate::auth::Auth;
-use crate::config::{Config, GuardSource, ModelSource, RemoteModeChoice, TemplateChoice};
+use crate::config::{
+    agent_tools, AgentToolChoice, Config, GuardSource, ModelSource, RemoteModeChoice,
+    TemplateChoice,
+};
 use crate::guarding::{Guards, NamedGuard};
 use crate::metrics::{Gauges, Metrics};
+use warden_agents::agent::AgentProfile;
+use warden_agents::tools::ToolCallFormat;
 use warden_agents::{Generator, LocalGenerator, UpstreamGenerator};
 
 /// Everything handlers share.
@@ -24,6 +29,10 @@ pub struct AppState {
     pub config: Config,
     /// Generators by the name callers use.
     pub models: BTreeMap<String, Arc<Generator>>,
+    /// How each local model writes tool calls.
+    pub tool_formats: BTreeMap<String, ToolCallFormat>,
+    /// Agent profiles by the name callers use.
+    pub agents: BTreeMap<String, Arc<AgentProfile>>,
     /// Guard backends.
     pub guards: Guards,
     /// Policies, hot-reloaded.
@@ -86,9 +95,15 @@ impl AppState {
             .build()
             .context("building the HTTP client")?;
         let mut models = BTreeMap::new();
+        let mut tool_formats = BTreeMap::new();
         for (i, m) in config.models.iter().enumerate() {
             let generator = match &m.source {
-                ModelSource::Local { path, template } => {
+                ModelSource::Local {
+                    path,
+                    template,
+                    tool_format,
+                } => {
+                    tool_formats.insert(m.name.clone(), *tool_format);
                     let path = path.clone();
                     let template = *template;
                     let mut model = tokio::task::spawn_blocking(move || Model::load(&path))
@@ -170,9 +185,33 @@ impl AppState {
             );
         }
         let guards = Guards::new(named);
+        let mut agents = BTreeMap::new();
+        for (i, a) in config.agents.iter().enumerate() {
+            let tools =
+                agent_tools(&config, a).map_err(|e| anyhow::anyhow!("agents[{i}].tools: {e}"))?;
+            let profile = AgentProfile {
+                name: a.name.clone(),
+                model: a.model.clone(),
+                system_prompt: a.system_prompt.clone(),
+                tools,
+                step_limit: a.step_limit,
+                timeout: Duration::from_secs_f64(a.timeout_seconds),
+                format: tool_formats
+                    .get(&a.model)
+                    .copied()
+                    .unwrap_or(ToolCallFormat::Llama31),
+                call_required: a.tool_choice == AgentToolChoice::Required,
+            };
+            agents.insert(a.name.clone(), Arc::new(profile));
+        }
         let known = KnownNames::new(
             guards.names().map(str::to_owned),
-            config.policies.tools.iter().cloned(),
+            config
+                .policies
+                .tools
+                .iter()
+                .chain(config.tools.iter().map(|t| &t.name))
+                .cloned(),
         );
         let dir = config.policies.dir.clone();
         let policies = tokio::task::spawn_blocking(move || PolicyStore::open(dir, known))
@@ -188,6 +227,8 @@ impl AppState {
         Ok(Self {
             config,
             models,
+            tool_formats,
+            agents,
             guards,
             policies,
             auth,

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use warden_agents::agent::{StepRecord, StepStatus};
 use warden_audit::{
     Content, DecisionRecord, Direction, EventBody, GuardVerdictRecord, KeyId, MessageRecord,
-    PolicyRef, RequestContext, RequestId, RequestStarted, TenantId, Timings, TokenCounts,
-    VerdictResult,
+    NotRunReason, PolicyRef, RequestContext, RequestId, RequestStarted, TenantId, Timings,
+    TokenCounts, ToolCallRecord, ToolOutcome, Validation, VerdictResult,
 };
 use warden_guard::{BackendKind, ChatMessage, Verdict};
 use warden_policies::{Checkpoint, EffectivePolicy, RequestScope};
@@ -35,6 +36,10 @@ pub struct Turn {
     pub generation_time: Duration,
     /// Time to the first streamed byte, when streaming.
     pub first_token: Option<Duration>,
+    /// Time spent in tool executors.
+    pub tools_time: Duration,
+    /// The agent loop's steps, for the `warden` object.
+    pub steps: Vec<StepRecord>,
 }
 
 /// The categories a request adds through `metadata.warden.extra_categories`.
@@ -156,6 +161,8 @@ impl Turn {
             guard_time: Duration::ZERO,
             generation_time: Duration::ZERO,
             first_token: None,
+            tools_time: Duration::ZERO,
+            steps: Vec::new(),
         };
         if turn.ctx.is_some() {
             let (stream, parameters) = parameters();
@@ -292,6 +299,7 @@ impl Turn {
                 .iter()
                 .flat_map(|r| r.verdicts.iter().map(|v| v.info(r.checkpoint)))
                 .collect(),
+            steps: self.steps.clone(),
         }
     }
 
@@ -341,9 +349,62 @@ impl Turn {
                 total_us: self.started.elapsed().as_micros() as u64,
                 guard_us: self.guard_time.as_micros() as u64,
                 generation_us: self.generation_time.as_micros() as u64,
-                tools_us: 0,
+                tools_us: self.tools_time.as_micros() as u64,
                 first_token_us: self.first_token.map(|d| d.as_micros() as u64),
             },
+        }));
+    }
+
+    /// Records one tool call attempt of the agent loop.
+    pub fn record_step(&self, step: &StepRecord) {
+        let store = self.store_content();
+        let arguments = step
+            .arguments
+            .as_ref()
+            .map(Value::to_string)
+            .or_else(|| step.detail.clone())
+            .unwrap_or_default();
+        let validation = match step.status {
+            StepStatus::ParseError | StepStatus::UnknownTool | StepStatus::Invalid => {
+                Validation::Invalid {
+                    errors: if step.errors.is_empty() {
+                        step.detail.iter().cloned().collect()
+                    } else {
+                        step.errors
+                            .iter()
+                            .map(|i| format!("{}: {}", i.pointer, i.message))
+                            .collect()
+                    },
+                }
+            }
+            _ => Validation::Valid,
+        };
+        let not_run = |reason| ToolOutcome::NotRun { reason };
+        let outcome = match step.status {
+            StepStatus::ParseError
+            | StepStatus::UnknownTool
+            | StepStatus::Invalid
+            | StepStatus::Skipped => not_run(NotRunReason::InvalidArguments),
+            StepStatus::NotAllowed => not_run(NotRunReason::NotAllowed),
+            StepStatus::Blocked | StepStatus::GuardFailed => not_run(NotRunReason::Blocked),
+            StepStatus::Failed => ToolOutcome::Failed {
+                error: step.detail.clone().unwrap_or_default(),
+            },
+            StepStatus::Executed | StepStatus::ResultBlocked | StepStatus::ResultGuardFailed => {
+                ToolOutcome::Succeeded {
+                    result: Content::capture(step.result.as_deref().unwrap_or(""), store),
+                }
+            }
+            StepStatus::ReturnedToClient => ToolOutcome::ReturnedToClient,
+        };
+        self.record(EventBody::ToolCall(ToolCallRecord {
+            call_id: step.call_id.clone(),
+            tool: step.tool.clone().unwrap_or_default(),
+            attempt: step.attempt,
+            arguments: Content::capture(&arguments, store),
+            validation,
+            outcome,
+            latency_us: step.latency_us,
         }));
     }
 

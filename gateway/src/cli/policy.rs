@@ -76,6 +76,9 @@ impl NameSource {
                 .backends
                 .extend(config.guards.iter().map(|g| g.name.clone()));
             known.tools.extend(config.policies.tools.iter().cloned());
+            known
+                .tools
+                .extend(config.tools.iter().map(|t| t.name.clone()));
             let base = path.parent().unwrap_or(Path::new("."));
             dir = Some(base.join(&config.policies.dir));
         }

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use warden_guard::ChatMessage;
 use warden_policies::{Checkpoint, Streaming};
 
+use crate::agent_turn;
 use crate::auth::Caller;
 use crate::config::Limits;
 use crate::error::{ApiError, ErrorBody};
@@ -138,9 +139,10 @@ pub async fn chat_completions(
 ) -> Result<HttpResponse, ApiError> {
     let mut req = body.into_inner();
     let params = validate(&req, &state.config.limits)?;
+    let agent = state.agents.get(&req.model).cloned();
     let generator = state
         .models
-        .get(&req.model)
+        .get(agent.as_ref().map_or(&req.model, |a| &a.model))
         .cloned()
         .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
     if state.audit_refuses() {
@@ -187,6 +189,18 @@ pub async fn chat_completions(
         guard_messages(&req.messages)?;
     }
 
+    let max_retries = turn.policy.max_tool_retries.value;
+    match agent_turn::plan(
+        &state,
+        agent.as_deref(),
+        Arc::clone(&generator),
+        &req,
+        max_retries,
+    ) {
+        Ok(Some(plan)) => return agent_turn::respond(turn, plan, req, params).await,
+        Ok(None) => {}
+        Err(e) => return Err(failed(&turn, e)),
+    }
     if req.stream {
         return stream(state, turn, generator, req, params).await;
     }
@@ -223,7 +237,7 @@ pub async fn chat_completions(
 
 /// The checkpoint for an answer: `output`, or `tool_call` for an answer
 /// that only calls tools when the policy checks tool calls.
-async fn check_output(
+pub(crate) async fn check_output(
     turn: &mut Turn,
     req: &ChatCompletionRequest,
     answer: &str,
@@ -247,7 +261,7 @@ async fn check_output(
     Ok(turn.check(cp, &messages, answer).await.outcome.clone())
 }
 
-fn completion_body(turn: &Turn, model: &str, generated: Generated) -> Value {
+pub(crate) fn completion_body(turn: &Turn, model: &str, generated: Generated) -> Value {
     let warden = turn.info();
     match generated.raw {
         // An upstream's own answer, with Warden's changes.
@@ -300,7 +314,7 @@ enum Release {
     Windowed(usize),
 }
 
-fn sse(payload: &str) -> Bytes {
+pub(crate) fn sse(payload: &str) -> Bytes {
     let mut out = String::with_capacity(payload.len() + 8);
     out.push_str("data: ");
     out.push_str(payload);
@@ -577,7 +591,7 @@ impl ApiError {
 }
 
 /// The generator's view of a request: the validated body as JSON.
-fn chat_request(req: &ChatCompletionRequest) -> ChatRequest {
+pub(crate) fn chat_request(req: &ChatCompletionRequest) -> ChatRequest {
     match serde_json::to_value(req) {
         Ok(Value::Object(body)) => ChatRequest::new(body),
         // A struct always serialises to an object.
@@ -586,7 +600,7 @@ fn chat_request(req: &ChatCompletionRequest) -> ChatRequest {
 }
 
 /// Records a turn that ended in `e` before any answer, and hands `e` on.
-fn failed(turn: &Turn, e: ApiError) -> ApiError {
+pub(crate) fn failed(turn: &Turn, e: ApiError) -> ApiError {
     turn.finish(
         e.status_code_u16(),
         None,

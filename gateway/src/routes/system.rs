@@ -23,6 +23,12 @@ pub async fn models(state: web::Data<AppState>, _caller: Caller) -> HttpResponse
             created: state.started,
             owned_by: g.owner(),
         })
+        .chain(state.agents.keys().map(|name| ModelInfo {
+            id: name.clone(),
+            object: "model",
+            created: state.started,
+            owned_by: "warden-agent",
+        }))
         .collect();
     HttpResponse::Ok().json(ModelList {
         object: "list",

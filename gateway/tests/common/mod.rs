@@ -69,6 +69,19 @@ async fn fake_chat(req: HttpRequest, body: web::Json<Value>) -> HttpResponse {
             .json(json!({"error": {"message": "upstream exploded", "type": "server_error"}}));
     }
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
+    let last = body["messages"].as_array().and_then(|m| m.last());
+    if let Some(result) = last.filter(|m| m["role"] == "tool") {
+        // The client-tool flow's second request: answer from the tool's result.
+        let text = format!(
+            "The tool said: {}",
+            result["content"].as_str().unwrap_or("")
+        );
+        return HttpResponse::Ok().json(json!({
+            "id": "up-2", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+        }));
+    }
     let tool_call = body["tools"].is_array() && user.contains("CALL");
     let answer = fake_answer(&user);
     if body["stream"] == true {

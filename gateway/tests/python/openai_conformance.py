@@ -6,6 +6,7 @@ fake upstream, `bombrecipe` is blocked by the rules).
 Prints one line per check and exits non-zero on the first failure.
 """
 
+import json
 import sys
 
 import openai
@@ -65,7 +66,50 @@ def main() -> int:
     call = r.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather", r
     assert r.choices[0].finish_reason == "tool_calls"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
     print("ok tools passed through")
+
+    # The client-tool flow: the caller runs the tool and sends its result back.
+    r2 = client.chat.completions.create(
+        model="up",
+        messages=[
+            {"role": "user", "content": "CALL the weather tool"},
+            r.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"},
+        ],
+        tools=tools,
+    )
+    assert r2.choices[0].message.content == "The tool said: sunny, 24 C", r2
+    assert r2.choices[0].finish_reason == "stop"
+    print("ok client tool flow")
+
+    # A call that breaks the schema is never returned: after the retries the
+    # turn ends with invalid_tool_call (HTTP 502).
+    strict = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"enum": ["Rome"]}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    try:
+        client.chat.completions.create(
+            model="up",
+            messages=[{"role": "user", "content": "CALL the weather tool"}],
+            tools=strict,
+            tool_choice="required",
+        )
+        raise AssertionError("an invalid tool call was returned")
+    except openai.InternalServerError as e:
+        assert e.status_code == 502, e
+        assert e.code == "invalid_tool_call", e
+        print("ok invalid_tool_call")
 
     m = client.moderations.create(input="GUARD-UNSAFE text")
     assert m.results[0].flagged is True, m

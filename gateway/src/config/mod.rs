@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use warden_agents::tools::{ToolCallFormat, ToolSpec};
 use warden_inference::template::BuiltinTemplate;
 use warden_policies::taxonomy::GuardVariant;
+
+mod agents;
+
+pub use agents::{agent_tools, AgentConfig, AgentToolChoice};
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +52,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -81,6 +86,12 @@ pub struct Config {
     /// Guard backends policies can name.
     #[serde(default)]
     pub guards: Vec<GuardConfig>,
+    /// Tools agents can call.
+    #[serde(default)]
+    pub tools: Vec<ToolSpec>,
+    /// Agent profiles callers name in `model`.
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
 }
 
 /// `[server]`.
@@ -256,6 +267,8 @@ enum RawModel {
         path: PathBuf,
         #[serde(default)]
         template: TemplateChoice,
+        #[serde(default)]
+        tool_format: Option<ToolCallFormat>,
     },
     Upstream {
         name: String,
@@ -276,9 +289,19 @@ impl From<RawModel> for ModelConfig {
                 name,
                 path,
                 template,
+                tool_format,
             } => Self {
                 name,
-                source: ModelSource::Local { path, template },
+                source: ModelSource::Local {
+                    path,
+                    template,
+                    tool_format: tool_format.unwrap_or(match template {
+                        TemplateChoice::Builtin(BuiltinTemplate::Llama31) => {
+                            ToolCallFormat::Llama31
+                        }
+                        _ => ToolCallFormat::SmolLm2,
+                    }),
+                },
             },
             RawModel::Upstream {
                 name,
@@ -308,6 +331,9 @@ pub enum ModelSource {
         path: PathBuf,
         /// Chat template: `model` (its own, default), `llama3.1` or `chatml`.
         template: TemplateChoice,
+        /// How it writes tool calls (default: `llama31` with the Llama 3.1
+        /// template, else `smollm2`).
+        tool_format: ToolCallFormat,
     },
     /// An OpenAI-compatible server.
     Upstream {
@@ -707,7 +733,7 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        agents::validate(self)
     }
 
     /// The listen address, parsed.
@@ -731,7 +757,7 @@ impl GuardConfig {
     }
 }
 
-fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && name
@@ -758,7 +784,7 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_timeout(key: &str, seconds: f64) -> Result<(), ConfigError> {
+pub(crate) fn check_timeout(key: &str, seconds: f64) -> Result<(), ConfigError> {
     if seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0 {
         Ok(())
     } else {

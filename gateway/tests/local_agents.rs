@@ -1,0 +1,167 @@
+//! Tool calling on the real bundled model. SmolLM2-135M is a weak tool
+//! caller: these tests check the loop's guarantees, not its cleverness —
+//! no call that fails its schema ever runs or reaches the client.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn local_setup() -> Option<Setup> {
+    if !model_path().exists() {
+        eprintln!("skipping: no model at {}", model_path().display());
+        return None;
+    }
+    let mut setup = Setup::new();
+    setup.local_model = true;
+    setup.local_queue = 8;
+    setup.policy = default_policy("{mode: buffered}").replace(
+        "checkpoints: [input, output]",
+        "checkpoints: [input, output, tool_call, tool_result]",
+    );
+    setup.extra = r#"
+[[tools]]
+name = "calculator"
+executor = { kind = "builtin", name = "calculator" }
+
+[[agents]]
+name = "local-agent"
+model = "local"
+system_prompt = "You are a helpful assistant."
+tools = ["calculator"]
+tool_choice = "required"
+step_limit = 3
+timeout_seconds = 300
+"#
+    .into();
+    Some(setup)
+}
+
+/// A strict schema: required fields, an enum, integer bounds, no extras.
+fn strict_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "minLength": 1},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        },
+        "required": ["city", "unit", "days"],
+        "additionalProperties": false,
+    })
+}
+
+/// Checks arguments against [`strict_schema`] by hand (independently of
+/// the gateway's validator).
+fn strictly_valid(args: &Value) -> bool {
+    let Some(o) = args.as_object() else {
+        return false;
+    };
+    o.len() == 3
+        && o.get("city")
+            .and_then(Value::as_str)
+            .is_some_and(|c| !c.is_empty())
+        && matches!(
+            o.get("unit").and_then(Value::as_str),
+            Some("celsius" | "fahrenheit")
+        )
+        && o.get("days")
+            .and_then(Value::as_i64)
+            .is_some_and(|d| (1..=7).contains(&d))
+        && o.get("days").is_some_and(|d| d.is_i64() || d.is_u64())
+}
+
+#[actix_web::test]
+async fn the_local_model_runs_an_agent_profile_whose_tool_is_required() {
+    let Some(setup) = local_setup() else { return };
+    let gw = setup.start().await;
+    let res = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "local-agent", "max_tokens": 48, "temperature": 0,
+                    "messages": [{"role": "user", "content": "What is 12 times 7?"}]}),
+        )
+        .await;
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    let warden = if status == 200 {
+        &body["warden"]
+    } else {
+        &body["error"]["warden"]
+    };
+    let steps = warden["steps"].as_array().cloned().unwrap_or_default();
+    // The tool is required, so the first generation is always judged as a call.
+    assert!(!steps.is_empty(), "{body}");
+    for s in &steps {
+        if s["status"] == "executed" {
+            assert_eq!(s["tool"], "calculator");
+            assert!(s["arguments"]["expression"].is_string(), "{s}");
+            assert_eq!(s["arguments"].as_object().unwrap().len(), 1, "{s}");
+        }
+    }
+    match status {
+        200 => {
+            // A final answer comes only after a call ran.
+            assert!(steps.iter().any(|s| s["status"] == "executed"), "{body}");
+            assert!(body["choices"][0]["message"]["content"].is_string());
+        }
+        502 => {
+            assert_eq!(body["error"]["code"], "invalid_tool_call", "{body}");
+            assert!(steps.iter().all(|s| s["status"] != "executed"), "{body}");
+            // The first try and the default two retries.
+            assert_eq!(steps.len(), 3, "{body}");
+        }
+        other => panic!("unexpected status {other}: {body}"),
+    }
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn sampled_client_tool_calls_are_valid_or_refused_never_invalid() {
+    let Some(setup) = local_setup() else { return };
+    let gw = setup.start().await;
+    let tools = json!([{"type": "function", "function": {
+        "name": "get_forecast", "description": "Weather forecast for a city.",
+        "parameters": strict_schema()}}]);
+    let (mut valid, mut refused) = (0, 0);
+    for seed in 0..12 {
+        let res = gw
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "local", "max_tokens": 40, "temperature": 1.0, "seed": seed,
+                        "tools": tools, "tool_choice": "required",
+                        "messages": [{"role": "user", "content": "Forecast for Paris for 3 days in celsius."}]}),
+            )
+            .await;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        match status {
+            200 => {
+                let choice = &body["choices"][0];
+                assert_eq!(choice["finish_reason"], "tool_calls", "seed {seed}: {body}");
+                for call in choice["message"]["tool_calls"].as_array().unwrap() {
+                    assert_eq!(call["function"]["name"], "get_forecast");
+                    let args: Value =
+                        serde_json::from_str(call["function"]["arguments"].as_str().unwrap())
+                            .unwrap();
+                    assert!(
+                        strictly_valid(&args),
+                        "seed {seed}: invalid call returned: {args}"
+                    );
+                }
+                valid += 1;
+            }
+            502 => {
+                assert_eq!(
+                    body["error"]["code"], "invalid_tool_call",
+                    "seed {seed}: {body}"
+                );
+                refused += 1;
+            }
+            other => panic!("seed {seed}: unexpected status {other}: {body}"),
+        }
+    }
+    eprintln!("valid calls: {valid}, invalid_tool_call: {refused}");
+    assert_eq!(valid + refused, 12);
+    gw.stop().await;
+}
