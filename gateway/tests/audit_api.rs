@@ -736,3 +736,51 @@ async fn without_a_database_the_audit_routes_answer_503() {
     }
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn with_the_database_down_the_audit_routes_answer_503() {
+    let mut setup = Setup::new();
+    setup.database_url = Some(format!("postgres://postgres@{}/none", dead_addr()));
+    let path = setup.write();
+    // Start without migrating: the gateway comes up while PostgreSQL is away.
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[database]\n",
+        "[database]\nmigrate_on_start = false\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = warden_gateway::config::Config::load(&path, std::iter::empty()).unwrap();
+    let running = warden_gateway::server::start(config).await.unwrap();
+    let gw = Gateway {
+        base: format!("http://{}", running.addr),
+        client: reqwest::Client::new(),
+        handle: running.handle.clone(),
+        state: running.state.clone(),
+    };
+    actix_web::rt::spawn(running.server);
+
+    let calls = [
+        (KEY, "/v1/audit/events", vec![]),
+        (KEY, "/v1/audit/requests/some-id", vec![]),
+        // The CSV header is ready before the query fails: still an error status.
+        (KEY, "/v1/audit/export", vec![("format", "csv")]),
+        (KEY, "/v1/audit/export", vec![("format", "jsonl")]),
+        (KEY, "/v1/audit/stats", vec![]),
+        (ADMIN_KEY, "/v1/audit/verify", vec![]),
+    ];
+    // Each waits out the pool's acquire timeout, so ask all at once.
+    let answers = futures_util::future::join_all(
+        calls
+            .iter()
+            .map(|(key, path, query)| get(&gw, Some(key), path, query)),
+    )
+    .await;
+    for ((_, path, _), res) in calls.iter().zip(answers) {
+        let body = api_error(res, 503).await;
+        assert_eq!(
+            body["error"]["code"], "audit_database_unavailable",
+            "{path}: {body}"
+        );
+    }
+    gw.stop().await;
+}
