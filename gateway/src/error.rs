@@ -114,6 +114,15 @@ pub enum ApiError {
     /// The audit is required and cannot take events.
     #[error("the audit log cannot record requests right now; refusing to serve unaudited")]
     AuditUnavailable,
+    /// The audit routes need PostgreSQL and this gateway has none.
+    #[error("the audit API needs a database and this gateway runs without one (set database.url)")]
+    AuditNotConfigured,
+    /// PostgreSQL did not answer an audit query.
+    #[error("the audit database cannot be reached: {0}")]
+    AuditDatabaseUnavailable(String),
+    /// The caller's tenant has no audited request with this id.
+    #[error("no audited request with id `{0}`")]
+    AuditRequestNotFound(String),
     /// Something inside the gateway failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -160,6 +169,11 @@ impl ApiError {
             Self::InvalidToolCall { .. } => ("upstream_error", Some("invalid_tool_call")),
             Self::GatewayTimeout(_) => ("upstream_error", Some("upstream_timeout")),
             Self::AuditUnavailable => ("server_error", Some("audit_unavailable")),
+            Self::AuditNotConfigured => ("server_error", Some("audit_not_configured")),
+            Self::AuditDatabaseUnavailable(_) => {
+                ("server_error", Some("audit_database_unavailable"))
+            }
+            Self::AuditRequestNotFound(_) => ("invalid_request_error", Some("request_not_found")),
             Self::Internal(_) => ("server_error", None),
         }
     }
@@ -204,9 +218,11 @@ impl ResponseError for ApiError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::GuardUnavailable { .. } | Self::AuditUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::GuardUnavailable { .. }
+            | Self::AuditUnavailable
+            | Self::AuditNotConfigured
+            | Self::AuditDatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditRequestNotFound(_) => StatusCode::NOT_FOUND,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) | Self::InvalidToolCall { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,

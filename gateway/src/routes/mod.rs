@@ -1,5 +1,6 @@
 //! The HTTP routes and the OpenAPI document generated from them.
 
+pub mod audit;
 pub mod chat;
 pub mod moderations;
 pub mod system;
@@ -23,6 +24,11 @@ use crate::error::ApiError;
         system::metrics,
         system::openapi,
         system::reload_policies,
+        audit::events,
+        audit::request_story,
+        audit::export,
+        audit::stats,
+        audit::verify,
     ),
     modifiers(&Bearer)
 )]
@@ -95,6 +101,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/admin/policies/reload")
             .route(web::post().to(system::reload_policies))
+            .default_service(wrong()),
+    )
+    .service(
+        web::resource("/v1/audit/events")
+            .route(web::get().to(audit::events))
+            .default_service(wrong()),
+    )
+    .service(
+        web::resource("/v1/audit/requests/{id}")
+            .route(web::get().to(audit::request_story))
+            .default_service(wrong()),
+    )
+    .service(
+        web::resource("/v1/audit/export")
+            .route(web::get().to(audit::export))
+            .default_service(wrong()),
+    )
+    .service(
+        web::resource("/v1/audit/stats")
+            .route(web::get().to(audit::stats))
+            .default_service(wrong()),
+    )
+    .service(
+        web::resource("/v1/audit/verify")
+            .route(web::get().to(audit::verify))
             .default_service(wrong()),
     );
 }
