@@ -5,22 +5,26 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use warden_agents::agent::{
-    self, AgentProfile, Gate, LoopInput, LoopOutcome, StepRecord, Supervisor,
+    self, AgentProfile, Gate, LoopInput, LoopOutcome, LoopResult, StepRecord, Supervisor,
 };
 use warden_agents::tools::{ToolCall, ToolCallFormat, ToolSet};
-use warden_agents::{GenParams, Generated, Generator};
+use warden_agents::{
+    ChunkHeader, GenParams, Generated, Generator, StreamEvent, StreamItem, Usage,
+};
 use warden_guard::ChatMessage;
 use warden_policies::Checkpoint;
 
 use crate::error::ApiError;
 use crate::guarding::{redact, Outcome};
 use crate::openai::ChatCompletionRequest;
-use crate::routes::chat::{chat_request, check_output, completion_body, failed, sse};
+use crate::routes::chat::{
+    chat_request, check_output, completion_body, failed, pump, sse, sse_response,
+};
 use crate::state::AppState;
 use crate::turn::Turn;
 
@@ -115,6 +119,8 @@ pub fn plan(
 /// Guards the loop's calls and results through the turn and audits each step.
 struct TurnSupervisor<'t> {
     turn: &'t mut Turn,
+    /// A streaming turn's SSE channel: each step goes out as a comment.
+    steps_to: Option<mpsc::Sender<Bytes>>,
 }
 
 /// The guard's view of the loop's conversation.
@@ -165,36 +171,156 @@ impl Supervisor for TurnSupervisor<'_> {
 
     fn record(&mut self, step: &StepRecord) {
         self.turn.record_step(step);
+        if let Some(tx) = &self.steps_to {
+            let line = serde_json::to_string(step).unwrap_or_default();
+            // Informational: a full channel (slow reader) skips the comment.
+            let _ = tx.try_send(Bytes::from(format!(": warden.step {line}\n\n")));
+        }
     }
 }
 
-/// Runs the loop and answers (as JSON, or as one SSE stream when `stream` is set).
+/// Runs the loop and answers: JSON, or for `stream` an SSE stream that
+/// starts at once, carries each step as an SSE comment (`: warden.step
+/// {...}`, ignored by OpenAI clients) and the final answer as it is generated.
 pub async fn respond(
-    mut turn: Turn,
+    turn: Turn,
     plan: ToolPlan,
     req: ChatCompletionRequest,
     params: GenParams,
 ) -> Result<HttpResponse, ApiError> {
+    if req.stream {
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        actix_web::rt::spawn(stream_turn(turn, plan, req, params, tx));
+        return Ok(sse_response(rx));
+    }
+    let (mut turn, result) = run_loop(turn, &plan, &req, params, None, None).await;
+    let body = conclude(&mut turn, &plan, &req, result.outcome, result.usage).await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Runs the loop under the turn's policy; the turn comes back with the
+/// steps and timings recorded.
+async fn run_loop(
+    mut turn: Turn,
+    plan: &ToolPlan,
+    req: &ChatCompletionRequest,
+    params: GenParams,
+    stream: Option<ChunkHeader>,
+    steps_to: Option<mpsc::Sender<Bytes>>,
+) -> (Turn, LoopResult) {
     let input = LoopInput {
         generator: &plan.generator,
-        body: chat_request(&req).body().clone(),
+        body: chat_request(req).body().clone(),
         params,
-        tools: plan.tools,
-        system_prompt: plan.system_prompt,
+        tools: plan.tools.clone(),
+        system_prompt: plan.system_prompt.clone(),
         format: plan.format,
         step_limit: plan.step_limit,
         max_retries: turn.policy.max_tool_retries.value,
         call_required: plan.call_required,
         deadline: plan.timeout.map(|t| Instant::now() + t),
+        stream,
     };
-    let result = {
-        let mut sup = TurnSupervisor { turn: &mut turn };
+    let mut result = {
+        let mut sup = TurnSupervisor {
+            turn: &mut turn,
+            steps_to,
+        };
         agent::run(input, &mut sup).await
     };
     turn.generation_time = result.generation_time;
     turn.tools_time = result.tools_time;
-    turn.steps = result.steps;
-    let usage = result.usage;
+    turn.steps = std::mem::take(&mut result.steps);
+    (turn, result)
+}
+
+/// A streamed tool turn: steps as SSE comments while the loop runs, then
+/// the final answer through the output checkpoint in the policy's
+/// streaming mode, or the loop's other ending as chunks or an error event.
+async fn stream_turn(
+    turn: Turn,
+    plan: ToolPlan,
+    req: ChatCompletionRequest,
+    params: GenParams,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let header = ChunkHeader {
+        id: format!("chatcmpl-{}", turn.request_id),
+        created: chrono::Utc::now().timestamp(),
+        model: req.model.clone(),
+    };
+    let started = Instant::now();
+    let (mut turn, result) =
+        run_loop(turn, &plan, &req, params, Some(header.clone()), Some(tx.clone())).await;
+    match result.outcome {
+        LoopOutcome::Streaming { held, rest } => {
+            let events = resume(held, rest, result.usage);
+            pump(turn, req, header, tx, started, events).await;
+        }
+        outcome => {
+            let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+            let chunks = match conclude(&mut turn, &plan, &req, outcome, result.usage).await {
+                Ok(body) => as_chunks(&body, include_usage),
+                Err(e) => vec![
+                    sse(&serde_json::to_string(&e.body()).unwrap_or_default()),
+                    Bytes::from_static(b"data: [DONE]\n\n"),
+                ],
+            };
+            for chunk in chunks {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The chunks already read, then the rest of the stream, with the tokens
+/// of the earlier steps added to the usage it reports.
+fn resume(
+    held: Vec<StreamItem>,
+    mut rest: mpsc::Receiver<StreamEvent>,
+    before: Usage,
+) -> mpsc::Receiver<StreamEvent> {
+    let (tx, rx) = mpsc::channel(64);
+    let with_before = move |mut item: StreamItem| {
+        item.usage = item.usage.map(|u| {
+            Usage::new(
+                u.prompt_tokens + before.prompt_tokens,
+                u.completion_tokens + before.completion_tokens,
+            )
+        });
+        StreamEvent::Item(item)
+    };
+    actix_web::rt::spawn(async move {
+        for item in held {
+            if tx.send(with_before(item)).await.is_err() {
+                return;
+            }
+        }
+        // Dropping `rest` when the caller leaves cancels the generation.
+        while let Some(event) = rest.recv().await {
+            let event = match event {
+                StreamEvent::Item(item) => with_before(item),
+                failed => failed,
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The response body of a loop that ended without a stream (or the error),
+/// with the end of the turn recorded.
+async fn conclude(
+    turn: &mut Turn,
+    plan: &ToolPlan,
+    req: &ChatCompletionRequest,
+    outcome: LoopOutcome,
+    usage: Usage,
+) -> Result<Value, ApiError> {
     let refusal = |turn: &Turn| Generated {
         content: Some(turn.refusal_text().to_owned()),
         tool_calls: None,
@@ -202,19 +328,26 @@ pub async fn respond(
         usage,
         raw: None,
     };
-    let generated = match result.outcome {
+    let generated = match outcome {
         LoopOutcome::Answer(mut generated) => {
             generated.raw = None;
             generated.tool_calls = None;
             let answer = generated.content.clone().unwrap_or_default();
-            match check_output(&mut turn, &req, &answer, None).await? {
-                Outcome::Blocked(_) | Outcome::Failed(_) => refusal(&turn),
+            match check_output(turn, req, &answer, None).await? {
+                Outcome::Blocked(_) | Outcome::Failed(_) => refusal(turn),
                 Outcome::Redacted { spans, .. } => Generated {
                     content: Some(redact(&answer, &spans)),
                     ..generated
                 },
                 _ => generated,
             }
+        }
+        // Only streaming turns hand on a stream; a whole answer cannot get here.
+        LoopOutcome::Streaming { .. } => {
+            return Err(failed(
+                turn,
+                ApiError::Internal("a streamed answer in a whole response".into()),
+            ))
         }
         LoopOutcome::ClientCalls { calls, .. } => Generated {
             // Text beside the calls is dropped: it was not judged by the output checkpoint.
@@ -224,7 +357,7 @@ pub async fn respond(
             usage,
             raw: None,
         },
-        LoopOutcome::CallBlocked | LoopOutcome::GuardFailed(_) => refusal(&turn),
+        LoopOutcome::CallBlocked | LoopOutcome::GuardFailed(_) => refusal(turn),
         LoopOutcome::StepLimit => Generated {
             content: Some(format!(
                 "The agent stopped after {} steps without a final answer.",
@@ -237,31 +370,20 @@ pub async fn respond(
         },
         LoopOutcome::InvalidToolCall { errors } => {
             let warden = Box::new(turn.info());
-            return Err(failed(&turn, ApiError::InvalidToolCall { errors, warden }));
+            return Err(failed(turn, ApiError::InvalidToolCall { errors, warden }));
         }
         LoopOutcome::Timeout => {
             let secs = plan.timeout.map_or(0.0, |t| t.as_secs_f64());
             return Err(failed(
-                &turn,
+                turn,
                 ApiError::GatewayTimeout(format!("the agent did not finish within {secs} s")),
             ));
         }
-        LoopOutcome::Failed(e) => return Err(failed(&turn, e.into())),
+        LoopOutcome::Failed(e) => return Err(failed(turn, e.into())),
     };
     turn.record_output(generated.content.as_deref().unwrap_or(""));
     turn.finish(200, Some(&generated.finish_reason), generated.usage, None);
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let body = completion_body(&turn, &req.model, generated);
-    if !req.stream {
-        return Ok(HttpResponse::Ok().json(body));
-    }
-    let chunks = as_chunks(&body, include_usage);
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .streaming(futures_util::stream::iter(
-            chunks.into_iter().map(Ok::<Bytes, actix_web::Error>),
-        )))
+    Ok(completion_body(turn, &req.model, generated))
 }
 
 /// A whole completion as the chunks of a stream: the answer (or calls) in

@@ -80,11 +80,17 @@ pub fn step_body(
     conversation: &[Value],
     tools: &ToolSet,
     local: bool,
+    streaming: bool,
 ) -> Map<String, Value> {
     let mut body = base.clone();
     body.insert("messages".into(), Value::Array(conversation.to_vec()));
-    body.insert("stream".into(), Value::Bool(false));
-    body.remove("stream_options");
+    body.insert("stream".into(), Value::Bool(streaming));
+    if streaming {
+        // Each step's tokens count, whichever step ends up streamed.
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    } else {
+        body.remove("stream_options");
+    }
     if local || tools.is_empty() {
         // Local models learn the tools from the system prompt.
         body.remove("tools");

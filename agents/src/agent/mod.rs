@@ -8,6 +8,7 @@ mod conversation;
 mod profile;
 mod run;
 mod step;
+mod streamed;
 mod supervisor;
 
 pub use conversation::openai_call;

@@ -4,12 +4,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use tokio::sync::mpsc;
+
 use super::conversation::{self, assistant_calls, feedback, step_body};
+use super::streamed::{read_step, StreamedStep};
 use super::step::{StepRecord, StepStatus};
 use super::supervisor::{Gate, Supervisor};
-use crate::chat::{ChatRequest, GenParams, Generated, Usage};
+use crate::chat::{ChatRequest, ChunkHeader, GenParams, Generated, StreamItem, Usage};
 use crate::error::GenerateError;
-use crate::generate::Generator;
+use crate::generate::{Generator, StreamEvent};
 use crate::tools::{
     parse_openai_tool_calls, parse_output, tool_result_message, Parsed, Rejected, ToolCall,
     ToolCallFormat, ToolSet, ValidCall, ValidationIssue,
@@ -43,6 +46,10 @@ pub struct LoopInput<'a> {
     pub call_required: bool,
     /// When the whole turn must have ended.
     pub deadline: Option<Instant>,
+    /// Stream the steps; a text answer is handed on while it is generated
+    /// ([`LoopOutcome::Streaming`]). The header goes into chunks the local
+    /// engine writes.
+    pub stream: Option<ChunkHeader>,
 }
 
 /// How the turn ended.
@@ -50,6 +57,14 @@ pub struct LoopInput<'a> {
 pub enum LoopOutcome {
     /// A final answer; the caller still runs the output checkpoint on it.
     Answer(Generated),
+    /// A final answer still being generated (streaming turns); the caller
+    /// releases it through the output checkpoint.
+    Streaming {
+        /// Chunks already read, in order.
+        held: Vec<StreamItem>,
+        /// The rest of the stream.
+        rest: mpsc::Receiver<StreamEvent>,
+    },
     /// Valid calls of client tools, to return with `finish_reason: "tool_calls"`.
     ClientCalls {
         /// Text the model wrote beside the calls, if any.
@@ -96,6 +111,7 @@ pub struct LoopResult {
 pub async fn run<S: Supervisor>(input: LoopInput<'_>, sup: &mut S) -> LoopResult {
     let mut state = State {
         sup,
+        answer: None,
         steps: Vec::new(),
         usage: Usage::default(),
         generation_time: Duration::ZERO,
@@ -115,6 +131,8 @@ pub async fn run<S: Supervisor>(input: LoopInput<'_>, sup: &mut S) -> LoopResult
 
 struct State<'s, S> {
     sup: &'s mut S,
+    /// The last whole generation, kept in case it is the final answer.
+    answer: Option<Generated>,
     steps: Vec<StepRecord>,
     usage: Usage,
     generation_time: Duration,
@@ -134,6 +152,28 @@ async fn until<T>(
 }
 
 impl<S: Supervisor> State<'_, S> {
+    /// A whole generation as a step: its text, parsed by the set's format.
+    fn whole(&mut self, g: Generated, input: &LoopInput<'_>) -> StreamedStep {
+        let text = g.content.clone().unwrap_or_default();
+        let parsed = match input.format {
+            _ if input.tools.is_empty() => Ok(Parsed::Text(text.clone())),
+            Some(format) => parse_output(format, &text),
+            None => match g.tool_calls.as_deref() {
+                Some(calls) if !calls.is_empty() => {
+                    parse_openai_tool_calls(calls).map(Parsed::Calls)
+                }
+                _ => Ok(Parsed::Text(text.clone())),
+            },
+        };
+        let usage = g.usage;
+        self.answer = Some(g);
+        StreamedStep::Whole {
+            text,
+            parsed,
+            usage,
+        }
+    }
+
     fn record(&mut self, step: StepRecord) {
         self.sup.record(&step);
         self.steps.push(step);
@@ -155,40 +195,63 @@ impl<S: Supervisor> State<'_, S> {
         let mut must_call = input.call_required;
         for step in 1..=input.step_limit {
             let attempt = rejections + 1;
-            let body = step_body(&input.body, &convo, &input.tools, local);
+            let body = ChatRequest::new(step_body(
+                &input.body,
+                &convo,
+                &input.tools,
+                local,
+                input.stream.is_some(),
+            ));
             let started = Instant::now();
-            let generated = until(
-                input.deadline,
-                input
-                    .generator
-                    .complete(&ChatRequest::new(body), &input.params),
-            )
-            .await;
+            let output = match &input.stream {
+                Some(header) => {
+                    let read = async {
+                        let rx = input
+                            .generator
+                            .stream(&body, &input.params, header.clone())
+                            .await?;
+                        read_step(rx, input.format, !input.tools.is_empty(), !must_call).await
+                    };
+                    until(input.deadline, read).await
+                }
+                None => until(input.deadline, input.generator.complete(&body, &input.params))
+                    .await
+                    .map(|r| r.map(|g| self.whole(g, input))),
+            };
             self.generation_time += started.elapsed();
             self.generations += 1;
-            let generated = match generated {
+            let (text, parsed) = match output {
                 None => return LoopOutcome::Timeout,
                 Some(Err(e)) => return LoopOutcome::Failed(e),
-                Some(Ok(g)) => g,
-            };
-            self.usage = add(self.usage, generated.usage);
-            let text = generated.content.clone().unwrap_or_default();
-
-            let parsed = match input.format {
-                _ if input.tools.is_empty() => Ok(Parsed::Text(text.clone())),
-                Some(format) => parse_output(format, &text),
-                None => match generated.tool_calls.as_deref() {
-                    Some(calls) if !calls.is_empty() => {
-                        parse_openai_tool_calls(calls).map(Parsed::Calls)
+                Some(Ok(StreamedStep::Text { held, rest })) => {
+                    return LoopOutcome::Streaming { held, rest };
+                }
+                Some(Ok(StreamedStep::Whole {
+                    text,
+                    parsed,
+                    usage,
+                })) => {
+                    self.usage = add(self.usage, usage);
+                    if let (Ok(Parsed::Text(_)), false, Some(g)) =
+                        (&parsed, must_call, self.answer.take())
+                    {
+                        return LoopOutcome::Answer(Generated {
+                            usage: self.usage,
+                            ..g
+                        });
                     }
-                    _ => Ok(Parsed::Text(text.clone())),
-                },
+                    (text, parsed)
+                }
             };
             let calls = match parsed {
                 Ok(Parsed::Text(_)) if !must_call => {
+                    // A streamed text answer read whole (no tools to call).
                     return LoopOutcome::Answer(Generated {
+                        content: Some(text),
+                        tool_calls: None,
+                        finish_reason: "stop".into(),
                         usage: self.usage,
-                        ..generated
+                        raw: None,
                     });
                 }
                 Ok(Parsed::Text(_)) => {
@@ -348,10 +411,7 @@ impl<S: Supervisor> State<'_, S> {
                         calls.push(call);
                     }
                 }
-                let content = (!local)
-                    .then(|| generated.content.clone())
-                    .flatten()
-                    .filter(|c| !c.is_empty());
+                let content = (!local).then_some(text).filter(|c| !c.is_empty());
                 return LoopOutcome::ClientCalls { content, calls };
             }
 

@@ -343,6 +343,22 @@ async fn stream(
         Ok(rx) => rx,
         Err(e) => return Err(failed(&turn, e)),
     };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    drop(state);
+    actix_web::rt::spawn(pump(turn, req, header, tx, started, events));
+    Ok(sse_response(rx))
+}
+
+/// Releases a generator's chunks to `tx` through the output checkpoint, in
+/// the policy's streaming mode, and ends the stream and the turn.
+pub(crate) async fn pump(
+    turn: Turn,
+    req: ChatCompletionRequest,
+    header: ChunkHeader,
+    tx: mpsc::Sender<Bytes>,
+    started: Instant,
+    events: mpsc::Receiver<StreamEvent>,
+) {
     let release = if !turn.policy.runs(Checkpoint::Output) {
         Release::Immediately
     } else {
@@ -354,30 +370,30 @@ async fn stream(
         }
     };
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    drop(state);
-    actix_web::rt::spawn(async move {
-        let mut pump = Pump {
-            turn,
-            req,
-            header,
-            tx,
-            release,
-            include_usage,
-            started,
-        };
-        pump.run(events).await;
-    });
+    let mut pump = Pump {
+        turn,
+        req,
+        header,
+        tx,
+        release,
+        include_usage,
+        started,
+    };
+    pump.run(events).await;
+}
+
+/// An SSE response whose events come from `rx`.
+pub(crate) fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|b| (Ok::<Bytes, actix_web::Error>(b), rx))
     });
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(body))
+        .streaming(body)
 }
 
 /// Moves a generator's chunks to the caller, holding them back as the
