@@ -127,6 +127,22 @@ async fn current_time_is_rfc3339_utc() {
         .is_err());
 }
 
+#[tokio::test]
+async fn sets_and_executions_can_move_across_tasks() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let set = builtins();
+    send_sync(&set);
+    let valid = set
+        .validate(ToolCall::new("current_time", json!({})))
+        .unwrap();
+    send(&set.execute(&valid));
+    let out = tokio::spawn(async move { set.execute(&valid).await })
+        .await
+        .unwrap();
+    assert!(out.is_ok());
+}
+
 // ---- a resolver for tests ------------------------------------------------
 
 /// Resolves a fixed map of names and records every question.
@@ -331,8 +347,8 @@ fn public_addresses_are_not_forbidden() {
     }
 }
 
-#[tokio::test]
-async fn refuses_a_host_outside_the_allow_list() {
+#[test]
+fn refuses_a_host_outside_the_allow_list() {
     // At load: the URL's own host must be allowed.
     let spec = HttpSpec::new("http://evil.test/", vec!["good.test".into()]);
     assert!(HttpExecutor::new("remote", &spec).is_err());

@@ -158,6 +158,9 @@ impl HttpExecutor {
         if host != self.host {
             return Err(refused(format!("a redirect to another host `{host}`")));
         }
+        if from.scheme() == "https" && next.scheme() != "https" {
+            return Err(refused("a redirect from https to plain http".into()));
+        }
         Ok(next)
     }
 
