@@ -13,9 +13,7 @@ use warden_agents::agent::{
     self, AgentProfile, Gate, LoopInput, LoopOutcome, LoopResult, StepRecord, Supervisor,
 };
 use warden_agents::tools::{ToolCall, ToolCallFormat, ToolSet};
-use warden_agents::{
-    ChunkHeader, GenParams, Generated, Generator, StreamEvent, StreamItem, Usage,
-};
+use warden_agents::{ChunkHeader, GenParams, Generated, Generator, StreamEvent, StreamItem, Usage};
 use warden_guard::ChatMessage;
 use warden_policies::Checkpoint;
 
@@ -250,8 +248,15 @@ async fn stream_turn(
         model: req.model.clone(),
     };
     let started = Instant::now();
-    let (mut turn, result) =
-        run_loop(turn, &plan, &req, params, Some(header.clone()), Some(tx.clone())).await;
+    let (mut turn, result) = run_loop(
+        turn,
+        &plan,
+        &req,
+        params,
+        Some(header.clone()),
+        Some(tx.clone()),
+    )
+    .await;
     match result.outcome {
         LoopOutcome::Streaming { held, rest } => {
             let events = resume(held, rest, result.usage);
@@ -352,7 +357,7 @@ async fn conclude(
         LoopOutcome::ClientCalls { calls, .. } => Generated {
             // Text beside the calls is dropped: it was not judged by the output checkpoint.
             content: None,
-            tool_calls: Some(calls.iter().map(agent::openai_call).collect()),
+            tool_calls: Some(calls.iter().map(ToolCall::to_openai).collect()),
             finish_reason: "tool_calls".into(),
             usage,
             raw: None,

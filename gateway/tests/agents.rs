@@ -68,11 +68,56 @@ async fn scripted(seen: web::Data<Shared>, body: web::Json<Value>) -> HttpRespon
     } else {
         "stop"
     };
+    if body["stream"] == true {
+        return HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .body(stream_frames(&message, finish));
+    }
     HttpResponse::Ok().json(json!({
         "id": "s-1", "object": "chat.completion", "created": 1, "model": "scripted",
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
     }))
+}
+
+/// The message as SSE chunks: a call's arguments in three pieces, text
+/// word by word, then the finish reason, usage and `[DONE]`.
+fn stream_frames(message: &Value, finish: &str) -> String {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "s-1", "object": "chat.completion.chunk", "created": 1, "model": "scripted",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut frames = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    if let Some(calls) = message["tool_calls"].as_array() {
+        let call = &calls[0];
+        let args = call["function"]["arguments"].as_str().unwrap();
+        let (a, rest) = args.split_at(args.len() / 3);
+        let (b, c) = rest.split_at(rest.len() / 2);
+        frames.push(chunk(
+            json!({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": a}}]}),
+            Value::Null,
+        ));
+        for piece in [b, c] {
+            frames.push(chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                Value::Null,
+            ));
+        }
+    } else {
+        for word in message["content"].as_str().unwrap().split_inclusive(' ') {
+            frames.push(chunk(json!({"content": word}), Value::Null));
+        }
+    }
+    frames.push(chunk(json!({}), json!(finish)));
+    frames.push(json!({"id": "s-1", "object": "chat.completion.chunk", "created": 1, "model": "scripted",
+                       "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}));
+    let mut out: String = frames.iter().map(|f| format!("data: {f}\n\n")).collect();
+    out.push_str("data: [DONE]\n\n");
+    out
 }
 
 async fn lookup(seen: web::Data<Shared>, body: web::Json<Value>) -> HttpResponse {
@@ -444,12 +489,31 @@ async fn a_streamed_agent_turn_sends_the_final_answer_and_the_steps() {
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let payloads = sse_payloads(&res.text().await.unwrap());
+    let text = res.text().await.unwrap();
+    let payloads = sse_payloads(&text);
     assert_eq!(payloads.last().unwrap(), "[DONE]");
     assert!(
         streamed_text(&payloads).contains("\"result\":14"),
         "{payloads:?}"
     );
+    // The answer came as it was generated: word by word, not in one piece.
+    let chunks: Vec<Value> = payloads
+        .iter()
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .collect();
+    let content_chunks = chunks
+        .iter()
+        .filter(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        })
+        .count();
+    assert!(content_chunks > 1, "{payloads:?}");
+    // The steps went out as SSE comments while the loop ran.
+    assert_eq!(text.matches(": warden.step ").count(), 2, "{text}");
+    let usage = chunks.iter().find(|v| v["usage"].is_object()).unwrap();
+    assert_eq!(usage["usage"]["total_tokens"], 39, "the three generations");
     let warden: Value = payloads
         .iter()
         .filter_map(|p| serde_json::from_str::<Value>(p).ok())

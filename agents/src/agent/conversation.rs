@@ -2,23 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::tools::{
-    openai_definition, render_tool_instructions, ToolCall, ToolCallFormat, ToolSet,
-};
-
-/// A call in OpenAI's `tool_calls` shape (arguments as a JSON string).
-pub fn openai_call(call: &ToolCall) -> Value {
-    json!({
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments.to_string()},
-    })
-}
-
-/// The tools in OpenAI's `tools` shape, for upstream generators.
-pub fn openai_tools(tools: &ToolSet) -> Vec<Value> {
-    tools.specs().map(openai_definition).collect()
-}
+use crate::tools::{render_tool_instructions, ToolCall, ToolCallFormat, ToolSet};
 
 /// The assistant message that made `calls`. A local model sees its own
 /// words again (`raw`); an upstream sees OpenAI `tool_calls`.
@@ -28,7 +12,7 @@ pub fn assistant_calls(calls: &[ToolCall], raw: Option<&str>) -> Value {
         None => json!({
             "role": "assistant",
             "content": Value::Null,
-            "tool_calls": calls.iter().map(openai_call).collect::<Vec<_>>(),
+            "tool_calls": calls.iter().map(ToolCall::to_openai).collect::<Vec<_>>(),
         }),
     }
 }
@@ -96,7 +80,7 @@ pub fn step_body(
         body.remove("tools");
         body.remove("tool_choice");
     } else {
-        body.insert("tools".into(), Value::Array(openai_tools(tools)));
+        body.insert("tools".into(), Value::Array(tools.to_openai()));
     }
     body
 }

@@ -11,7 +11,6 @@ mod step;
 mod streamed;
 mod supervisor;
 
-pub use conversation::openai_call;
 pub use profile::AgentProfile;
 pub use run::{run, LoopInput, LoopOutcome, LoopResult, RESULT_BLOCKED_NOTICE};
 pub use step::{StepRecord, StepStatus};

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::conversation::{self, assistant_calls, feedback, step_body};
-use super::streamed::{read_step, StreamedStep};
 use super::step::{StepRecord, StepStatus};
+use super::streamed::{read_step, StreamedStep};
 use super::supervisor::{Gate, Supervisor};
 use crate::chat::{ChatRequest, ChunkHeader, GenParams, Generated, StreamItem, Usage};
 use crate::error::GenerateError;
@@ -214,9 +214,12 @@ impl<S: Supervisor> State<'_, S> {
                     };
                     until(input.deadline, read).await
                 }
-                None => until(input.deadline, input.generator.complete(&body, &input.params))
-                    .await
-                    .map(|r| r.map(|g| self.whole(g, input))),
+                None => until(
+                    input.deadline,
+                    input.generator.complete(&body, &input.params),
+                )
+                .await
+                .map(|r| r.map(|g| self.whole(g, input))),
             };
             self.generation_time += started.elapsed();
             self.generations += 1;

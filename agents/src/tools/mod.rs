@@ -24,6 +24,6 @@ pub use exec::{Executor, ToolOutput};
 pub use futures_util::future::BoxFuture;
 pub use parse::{parse_openai_tool_calls, parse_output, OpenAiCallAccumulator, ToolCallFormat};
 pub use prompt::render_tool_instructions;
-pub use set::{openai_definition, ToolSet};
+pub use set::ToolSet;
 pub use spec::{BuiltinTool, ExecutorSpec, HttpSpec, ToolSpec};
 pub use validate::{Rejected, ValidCall, ValidationIssue};

@@ -248,7 +248,7 @@ fn openai_spec(index: usize, tool: &Value) -> Result<ToolSpec, ToolError> {
 }
 
 /// A spec as an OpenAI function definition.
-pub fn openai_definition(spec: &ToolSpec) -> Value {
+pub(crate) fn openai_definition(spec: &ToolSpec) -> Value {
     let mut function = json!({"name": spec.name, "parameters": spec.parameters});
     if let Some(d) = &spec.description {
         function["description"] = Value::String(d.clone());
