@@ -14,7 +14,10 @@ state="$root/state"
 mkdir -p "$state"
 listen="${WARDEN_LISTEN:-127.0.0.1:8080}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
-warden="$CARGO_TARGET_DIR/release/warden"
+# release by default; the test script's check uses `test` (optimised, built with the tests).
+profile="${WARDEN_BUILD_PROFILE:-release}"
+if [ "$profile" = release ]; then profile_dir=release; else profile_dir=debug; fi
+warden="$CARGO_TARGET_DIR/$profile_dir/warden"
 pidfile="$state/warden.pid"
 
 stop_gateway() {
@@ -53,8 +56,8 @@ fi
 export DATABASE_URL="$database_url"
 echo "$DATABASE_URL"
 
-echo "== build (release)"
-cargo build --release -p warden-gateway --bin warden
+echo "== build ($profile)"
+cargo build --profile "$profile" -p warden-gateway --bin warden
 
 echo "== migrate"
 "$warden" migrate

@@ -19,3 +19,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== quick start"
+WARDEN_BUILD_PROFILE=test bash scripts/quickstart-check.sh
