@@ -1,9 +1,12 @@
 //! Writer benchmark: events per second into PostgreSQL and the time a
 //! request spends handing an event over.
 //!
-//! `cargo run -p warden-audit --profile test --example writer_bench [EVENTS]`
+//! `cargo run --release -p warden-audit --example writer_bench [EVENTS]`
 //! (uses `DATABASE_URL` or postgres://postgres@127.0.0.1:5432; makes and
-//! drops its own database).
+//! drops its own database; `BENCH_BATCH` and `BENCH_IN_FLIGHT` override the
+//! writer's batch size and pipeline depth). Prints sealing alone, the two store paths (old
+//! multi-row INSERT and binary COPY) on the same batches with their ratio,
+//! then the whole writer: throughput and hand-over latency.
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -11,6 +14,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden_audit::*;
+
+/// Events per store call in the store comparison (the writer's default batch size).
+const STORE_BATCH: usize = 2_000;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,7 +49,8 @@ async fn run(
     let spool = tempfile::tempdir()?;
     let mut config = WriterConfig::new(InstanceId::new("bench")?, spool.path());
     config.queue_capacity = events + 1;
-    config.batch_size = 1_000;
+    config.batch_size = env_or("BENCH_BATCH", config.batch_size);
+    config.max_in_flight = env_or("BENCH_IN_FLIGHT", config.max_in_flight);
     config.batch_interval = Duration::from_millis(20);
     let writer = AuditWriter::spawn(pool.clone(), config)?;
 
@@ -85,13 +92,64 @@ async fn run(
     // Sealing alone (serialise, canonicalise, SHA-256), for comparison.
     let t = Instant::now();
     let mut chain = ChainState::new(StreamId::new());
+    let mut sealed = Vec::with_capacity(events);
     for event in &batch {
-        chain.seal(event.clone())?;
+        sealed.push(chain.seal(event.clone())?);
     }
     println!(
         "sealing alone: {:.0} events/s",
         events as f64 / t.elapsed().as_secs_f64()
     );
+
+    // The store paths alone on the same sealed batches, alternating so the
+    // machine's noise falls on both: the old multi-row INSERT ... UNNEST
+    // against binary COPY. Each path gets its own stream (fresh ids).
+    let mut old_chain = ChainState::new(StreamId::new());
+    let old: Vec<SealedEvent> = batch
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.event_id = uuid::Uuid::new_v4();
+            old_chain.seal(e)
+        })
+        .collect::<Result<_, _>>()?;
+    let to_records = |events: &[SealedEvent]| -> Vec<store::Record> {
+        events
+            .iter()
+            .map(|e| store::Record::Event(Box::new(e.clone())))
+            .collect()
+    };
+    let (mut old_time, mut copy_time) = (Duration::ZERO, Duration::ZERO);
+    for (old_chunk, new_chunk) in old.chunks(STORE_BATCH).zip(sealed.chunks(STORE_BATCH)) {
+        let (old_records, new_records) = (to_records(old_chunk), to_records(new_chunk));
+        let t = Instant::now();
+        store::insert_records_multirow(&pool, &old_records).await?;
+        old_time += t.elapsed();
+        let t = Instant::now();
+        store::insert_records(&pool, &new_records).await?;
+        copy_time += t.elapsed();
+    }
+    let rate = |d: Duration| events as f64 / d.as_secs_f64();
+    println!(
+        "store, batches of {STORE_BATCH}: multi-row INSERT {:.0} events/s, COPY {:.0} events/s, ratio {:.2}x",
+        rate(old_time),
+        rate(copy_time),
+        old_time.as_secs_f64() / copy_time.as_secs_f64()
+    );
+    // Replaying a batch that is already stored takes the staging path and adds nothing.
+    let replay = to_records(&sealed[..STORE_BATCH.min(events)]);
+    let t = Instant::now();
+    store::insert_records(&pool, &replay).await?;
+    println!(
+        "replay of {} stored events (staging path): {:.1} ms",
+        replay.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(stored as usize, 2 * events, "exactly once");
+    drop((old, sealed));
 
     let mut handover = Vec::with_capacity(events);
     let start = Instant::now();
@@ -108,9 +166,12 @@ async fn run(
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
         .fetch_one(&pool)
         .await?;
-    println!("events: {events}, stored: {stored}");
     println!(
-        "throughput: {:.0} events/s ({:.2} s)",
+        "writer: events: {events}, stored: {}",
+        stored as usize - 2 * events
+    );
+    println!(
+        "writer throughput: {:.0} events/s ({:.2} s)",
         events as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
     );
@@ -130,4 +191,12 @@ async fn run(
     );
     writer.handle.shutdown().await?;
     Ok(())
+}
+
+/// A tuning knob from the environment (`BENCH_BATCH`, `BENCH_IN_FLIGHT`), else `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

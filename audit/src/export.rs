@@ -70,15 +70,31 @@ pub fn export(
     })
 }
 
-/// Writes the export to `out` (the CLI's `warden audit export`); returns the
-/// number of events written.
+/// Writes the export to `out`; returns the number of events written.
 pub async fn export_to<W: AsyncWrite + Unpin>(
     pool: PgPool,
     tenant: TenantId,
     filter: EventFilter,
     format: ExportFormat,
-    mut out: W,
+    out: W,
 ) -> Result<u64, AuditError> {
+    export_to_with_progress(pool, tenant, filter, format, out, |_| {}).await
+}
+
+/// [`export_to`] that calls `progress` with the count of events written so
+/// far after each one (the CLI's `warden audit export` progress bar).
+pub async fn export_to_with_progress<W, F>(
+    pool: PgPool,
+    tenant: TenantId,
+    filter: EventFilter,
+    format: ExportFormat,
+    mut out: W,
+    mut progress: F,
+) -> Result<u64, AuditError>
+where
+    W: AsyncWrite + Unpin,
+    F: FnMut(u64),
+{
     let stream = export(pool, tenant, filter, format);
     futures_util::pin_mut!(stream);
     let mut count = 0u64;
@@ -89,6 +105,7 @@ pub async fn export_to<W: AsyncWrite + Unpin>(
             header = false;
         } else {
             count += 1;
+            progress(count);
         }
     }
     out.flush().await?;

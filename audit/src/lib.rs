@@ -32,13 +32,14 @@ pub use event::{
     PolicyText, RequestContext, RequestStarted, Role, Timings, TokenCounts, ToolCallRecord,
     ToolOutcome, Validation, VerdictResult,
 };
-pub use export::{export, export_to, ExportFormat};
+pub use export::{export, export_to, export_to_with_progress, ExportFormat};
 pub use ids::{InstanceId, KeyId, PolicyRef, RequestId, StreamId, TenantId};
 pub use keys::{
     authenticate, create_api_key, list_api_keys, revoke_api_key, ApiKeyInfo, NewApiKey,
 };
 pub use query::{
-    daily_stats, list_events, request_events, Cursor, DailyCount, EventFilter, EventPage,
+    count_events, daily_stats, list_events, request_events, Cursor, DailyCount, EventFilter,
+    EventPage,
 };
 pub use retention::{prune, PruneReport};
 pub use schema::{ensure_partitions, migrate, MIGRATOR};

@@ -123,6 +123,19 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<Postgres>, tenant: &TenantId, f:
     }
 }
 
+/// How many of the tenant's events match `filter` (an export's total, for
+/// a progress bar).
+pub async fn count_events(
+    pool: &PgPool,
+    tenant: &TenantId,
+    filter: &EventFilter,
+) -> Result<u64, AuditError> {
+    let mut qb = QueryBuilder::new("SELECT count(*) FROM audit_events");
+    push_filter(&mut qb, tenant, filter);
+    let n: i64 = qb.build_query_scalar().fetch_one(pool).await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// Lists the tenant's events matching `filter`, newest first, `limit`
 /// (at most [`MAX_PAGE`]) per page, continuing after `cursor`.
 pub async fn list_events(

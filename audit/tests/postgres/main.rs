@@ -7,5 +7,6 @@ mod keys;
 mod privileges;
 mod queries;
 mod retention;
+mod store;
 mod tamper;
 mod writer;

@@ -1,13 +1,15 @@
-//! `warden migrate`, `warden keys create`, `warden audit verify`: thin
-//! shims over warden-audit.
+//! `warden migrate`, `warden keys create`, `warden audit verify | export |
+//! prune`: thin shims over warden-audit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sqlx::PgPool;
-use warden_audit::TenantId;
+use warden_audit::{EventFilter, ExportFormat, TenantId};
 
 use crate::config::Config;
 
@@ -50,6 +52,62 @@ pub struct CreateKeyArgs {
 pub enum AuditCommand {
     /// Recompute every hash chain; exit 1 and name the first broken link if any.
     Verify(DbArgs),
+    /// Export one tenant's events, oldest first, as JSON Lines or CSV.
+    Export(ExportArgs),
+    /// Drop whole monthly partitions before a date, recording checkpoints.
+    Prune(PruneArgs),
+}
+
+/// Arguments of `warden audit export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The tenant whose events are exported.
+    #[arg(long)]
+    tenant: String,
+    /// Events at or after this time (RFC 3339, or YYYY-MM-DD for UTC midnight).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<DateTime<Utc>>,
+    /// Events before this time (RFC 3339, or YYYY-MM-DD for UTC midnight).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<DateTime<Utc>>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: Format,
+    /// Write to this file (with a progress bar on stderr) instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+/// Export formats on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// JSON Lines: one stored event per line.
+    Jsonl,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+}
+
+/// Arguments of `warden audit prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove events recorded before the start of this date's UTC month
+    /// (RFC 3339, or YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    before: DateTime<Utc>,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+/// An RFC 3339 time, or a date meaning its UTC midnight.
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(NaiveTime::MIN).and_utc())
+        .map_err(|_| format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"))
 }
 
 impl DbArgs {
@@ -122,7 +180,15 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
 
 /// `warden audit ...`.
 pub fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
-    let AuditCommand::Verify(args) = cmd;
+    match cmd {
+        AuditCommand::Verify(args) => verify(args),
+        AuditCommand::Export(args) => export(args),
+        AuditCommand::Prune(args) => prune(args),
+    }
+}
+
+/// `warden audit verify`.
+fn verify(args: DbArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let pool = args.pool().await?;
         let report = warden_audit::verify(&pool).await?;
@@ -132,5 +198,54 @@ pub fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         })
+    })
+}
+
+/// `warden audit export`.
+fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let pool = args.db.pool().await?;
+        let tenant = TenantId::new(args.tenant.clone()).context("--tenant")?;
+        let filter = EventFilter {
+            from: args.since,
+            to: args.until,
+            ..EventFilter::default()
+        };
+        let format = match args.format {
+            Format::Jsonl => ExportFormat::JsonLines,
+            Format::Csv => ExportFormat::Csv,
+        };
+        let Some(path) = &args.output else {
+            let out = tokio::io::BufWriter::new(tokio::io::stdout());
+            warden_audit::export_to(pool, tenant, filter, format, out).await?;
+            return Ok(ExitCode::SUCCESS);
+        };
+        let total = warden_audit::count_events(&pool, &tenant, &filter).await?;
+        let file = tokio::fs::File::create(path)
+            .await
+            .with_context(|| format!("creating {}", path.display()))?;
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template(
+            "{wide_bar} {pos}/{len} events, {per_sec}, {eta} left",
+        )?);
+        let out = tokio::io::BufWriter::new(file);
+        let written =
+            warden_audit::export_to_with_progress(pool, tenant, filter, format, out, |n| {
+                bar.set_position(n)
+            })
+            .await?;
+        bar.finish_and_clear();
+        eprintln!("exported {written} events to {}", path.display());
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `warden audit prune`.
+fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let pool = args.db.pool().await?;
+        let report = warden_audit::prune(&pool, args.before).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        Ok(ExitCode::SUCCESS)
     })
 }
