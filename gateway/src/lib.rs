@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openai;
 pub mod request_id;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod turn;

@@ -19,6 +19,7 @@ use crate::config::{
 };
 use crate::guarding::{Guards, NamedGuard};
 use crate::metrics::{Gauges, Metrics};
+use crate::secrets::SecretMask;
 use warden_agents::agent::AgentProfile;
 use warden_agents::tools::ToolCallFormat;
 use warden_agents::{Generator, LocalGenerator, UpstreamGenerator};
@@ -45,6 +46,8 @@ pub struct AppState {
     pub db: Option<PgPool>,
     /// Counters.
     pub metrics: Metrics,
+    /// Masks secrets in audited text.
+    pub secrets: SecretMask,
     /// Unix seconds at start.
     pub started: i64,
     watcher: Mutex<Option<PolicyWatcher>>,
@@ -235,6 +238,7 @@ impl AppState {
             audit,
             db,
             metrics: Metrics::default(),
+            secrets: SecretMask::new(),
             started: chrono::Utc::now().timestamp(),
             watcher: Mutex::new(watcher),
         })

@@ -201,7 +201,7 @@ impl Turn {
                 index: i as u32,
                 role: audit_role(m.role),
                 name: m.name.clone(),
-                content: Content::capture(&m.text(), self.store_content()),
+                content: self.capture(&m.text()),
             }));
         }
     }
@@ -213,8 +213,13 @@ impl Turn {
             index: 0,
             role: warden_audit::Role::Assistant,
             name: None,
-            content: Content::capture(text, self.store_content()),
+            content: self.capture(text),
         }));
+    }
+
+    /// Content for the audit: secrets masked, then kept or digested per policy.
+    fn capture(&self, text: &str) -> Content {
+        Content::capture(&self.state.secrets.mask(text), self.store_content())
     }
 
     /// Runs one checkpoint and records it.
@@ -357,22 +362,22 @@ impl Turn {
 
     /// Records one tool call attempt of the agent loop.
     pub fn record_step(&self, step: &StepRecord) {
-        let store = self.store_content();
         let arguments = step
             .arguments
             .as_ref()
             .map(Value::to_string)
-            .or_else(|| step.detail.clone())
+            .or_else(|| step.raw.clone())
             .unwrap_or_default();
+        let mask = |t: &str| self.state.secrets.mask(t).into_owned();
         let validation = match step.status {
             StepStatus::ParseError | StepStatus::UnknownTool | StepStatus::Invalid => {
                 Validation::Invalid {
                     errors: if step.errors.is_empty() {
-                        step.detail.iter().cloned().collect()
+                        step.detail.iter().map(|d| mask(d)).collect()
                     } else {
                         step.errors
                             .iter()
-                            .map(|i| format!("{}: {}", i.pointer, i.message))
+                            .map(|i| mask(&format!("{}: {}", i.pointer, i.message)))
                             .collect()
                     },
                 }
@@ -388,11 +393,11 @@ impl Turn {
             StepStatus::NotAllowed => not_run(NotRunReason::NotAllowed),
             StepStatus::Blocked | StepStatus::GuardFailed => not_run(NotRunReason::Blocked),
             StepStatus::Failed => ToolOutcome::Failed {
-                error: step.detail.clone().unwrap_or_default(),
+                error: mask(step.detail.as_deref().unwrap_or_default()),
             },
             StepStatus::Executed | StepStatus::ResultBlocked | StepStatus::ResultGuardFailed => {
                 ToolOutcome::Succeeded {
-                    result: Content::capture(step.result.as_deref().unwrap_or(""), store),
+                    result: self.capture(step.result.as_deref().unwrap_or("")),
                 }
             }
             StepStatus::ReturnedToClient => ToolOutcome::ReturnedToClient,
@@ -401,7 +406,7 @@ impl Turn {
             call_id: step.call_id.clone(),
             tool: step.tool.clone().unwrap_or_default(),
             attempt: step.attempt,
-            arguments: Content::capture(&arguments, store),
+            arguments: self.capture(&arguments),
             validation,
             outcome,
             latency_us: step.latency_us,

@@ -177,7 +177,8 @@ fn incremental_decoding_matches_the_batched_pass() {
         let top = argmax(b) as usize;
         let diff = (a[top] - b[top]).abs();
         sum += diff;
-        assert!(diff < 0.75, "position {i}: {} vs {}", a[top], b[top]);
+        // The fixture README's per-position bound (its observed maximum: 1.18).
+        assert!(diff <= 1.5, "position {i}: {} vs {}", a[top], b[top]);
         let mut sorted = b.clone();
         sorted.sort_by(|x, y| y.total_cmp(x));
         if sorted[0] - sorted[1] >= 0.5 {
@@ -287,26 +288,35 @@ fn the_same_seed_gives_the_same_sampled_text() {
 #[test]
 fn stop_strings_and_max_tokens_end_generation() {
     let model = common::model();
-    let case = &common::fixture("generation/smollm2_greedy.json")[0];
-    let prompt = ids(&case["prompt_ids"]);
-    let run = |stop: Vec<String>| {
+    let run = |prompt: &[u32], stop: Vec<String>| {
         let options = GenerateOptions {
             max_tokens: 12,
             stop,
             ..GenerateOptions::default()
         };
         model
-            .generate(&prompt, &options, |_| ControlFlow::Continue(()))
+            .generate(prompt, &options, |_| ControlFlow::Continue(()))
             .unwrap()
     };
-    let free = run(Vec::new());
-    assert_eq!(free.finish, FinishReason::Length);
+    // A prompt whose answer is longer than 12 tokens (some cases' answers
+    // end with EOS sooner).
+    let (prompt, free) = common::fixture("generation/smollm2_greedy.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| ids(&case["prompt_ids"]))
+        .map(|prompt| {
+            let free = run(&prompt, Vec::new());
+            (prompt, free)
+        })
+        .find(|(_, free)| free.finish == FinishReason::Length)
+        .expect("some fixture prompt runs past 12 tokens");
     assert_eq!(free.tokens.len(), 12);
     // Stop at a piece of what the model writes anyway, past its first token.
     let chars: Vec<char> = free.text.chars().collect();
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
     let cut = free.text.find(&stop).unwrap();
-    let stopped = run(vec![stop.clone()]);
+    let stopped = run(&prompt, vec![stop.clone()]);
     assert_eq!(stopped.finish, FinishReason::Stop);
     assert_eq!(stopped.text, free.text[..cut], "stop string {stop:?}");
     assert!(stopped.tokens.len() < 12);

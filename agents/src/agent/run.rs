@@ -261,6 +261,7 @@ impl<S: Supervisor> State<'_, S> {
                     let reason = "answered in text, but a tool call is required".to_owned();
                     let mut rec = StepRecord::new(step, attempt, StepStatus::ParseError);
                     rec.detail = Some(reason.clone());
+                    rec.raw = Some(text.clone());
                     self.record(rec);
                     rejections += 1;
                     if rejections > u32::from(input.max_retries) {
@@ -277,7 +278,8 @@ impl<S: Supervisor> State<'_, S> {
                 }
                 Err(e) => {
                     let mut rec = StepRecord::new(step, attempt, StepStatus::ParseError);
-                    rec.detail = Some(format!("{}: {}", e.reason, e.raw));
+                    rec.detail = Some(e.reason.clone());
+                    rec.raw = Some(e.raw.clone());
                     self.record(rec);
                     rejections += 1;
                     if rejections > u32::from(input.max_retries) {

@@ -62,6 +62,9 @@ pub struct StepRecord {
     /// The result the tool returned (before the result guard).
     #[serde(skip)]
     pub result: Option<String>,
+    /// The model's output, for a parse error (audited as content, not shown).
+    #[serde(skip)]
+    pub raw: Option<String>,
     /// Executor time in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
@@ -80,6 +83,7 @@ impl StepRecord {
             errors: Vec::new(),
             detail: None,
             result: None,
+            raw: None,
             latency_us: None,
         }
     }
