@@ -199,10 +199,6 @@ impl AppState {
                 tools,
                 step_limit: a.step_limit,
                 timeout: Duration::from_secs_f64(a.timeout_seconds),
-                format: tool_formats
-                    .get(&a.model)
-                    .copied()
-                    .unwrap_or(ToolCallFormat::Llama31),
                 call_required: a.tool_choice == AgentToolChoice::Required,
             };
             agents.insert(a.name.clone(), Arc::new(profile));

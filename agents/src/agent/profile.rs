@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::tools::{ToolCallFormat, ToolSet};
+use crate::tools::ToolSet;
 
 /// An agent callers name in `model`: a generator with a system prompt and tools.
 #[derive(Clone)]
@@ -19,8 +19,6 @@ pub struct AgentProfile {
     pub step_limit: u32,
     /// The whole turn's time budget.
     pub timeout: Duration,
-    /// How a local model writes calls (upstreams use OpenAI `tool_calls`).
-    pub format: ToolCallFormat,
     /// The first step must call a tool (a text answer is fed back as an error).
     pub call_required: bool,
 }

@@ -102,8 +102,6 @@ pub struct LoopResult {
     pub generation_time: Duration,
     /// Time spent in executors.
     pub tools_time: Duration,
-    /// Generations run.
-    pub generations: u32,
 }
 
 /// Runs the loop until a final answer, client calls, the step limit, the
@@ -116,7 +114,6 @@ pub async fn run<S: Supervisor>(input: LoopInput<'_>, sup: &mut S) -> LoopResult
         usage: Usage::default(),
         generation_time: Duration::ZERO,
         tools_time: Duration::ZERO,
-        generations: 0,
     };
     let outcome = state.drive(&input).await;
     LoopResult {
@@ -125,7 +122,6 @@ pub async fn run<S: Supervisor>(input: LoopInput<'_>, sup: &mut S) -> LoopResult
         usage: state.usage,
         generation_time: state.generation_time,
         tools_time: state.tools_time,
-        generations: state.generations,
     }
 }
 
@@ -137,7 +133,6 @@ struct State<'s, S> {
     usage: Usage,
     generation_time: Duration,
     tools_time: Duration,
-    generations: u32,
 }
 
 /// Waits for `fut` until `deadline` (forever without one).
@@ -222,7 +217,6 @@ impl<S: Supervisor> State<'_, S> {
                 .map(|r| r.map(|g| self.whole(g, input))),
             };
             self.generation_time += started.elapsed();
-            self.generations += 1;
             let (text, parsed) = match output {
                 None => return LoopOutcome::Timeout,
                 Some(Err(e)) => return LoopOutcome::Failed(e),
