@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Build outside the clone so repeated runs (and CI) reuse compiled crates.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
+# Incremental caches only help edit-compile loops and cost gigabytes here.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 WARDEN_TEST_MODEL="$(bash scripts/fetch-model.sh)"
 export WARDEN_TEST_MODEL
 DATABASE_URL="$(bash scripts/ensure-postgres.sh)"
