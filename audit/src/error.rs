@@ -45,9 +45,6 @@ pub enum AuditError {
     /// The writer has shut down; nothing more can be recorded.
     #[error("audit writer is closed")]
     WriterClosed,
-    /// The writer's queue is full; the event was not taken.
-    #[error("audit queue is full")]
-    QueueFull,
     /// An I/O error while writing an export.
     #[error("export i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -7,7 +7,7 @@ use chrono::{SubsecRound, Utc};
 use sqlx::PgPool;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -28,7 +28,9 @@ pub struct WriterConfig {
     pub instance_id: InstanceId,
     /// Directory of the spool file.
     pub spool_dir: PathBuf,
-    /// Events the in-memory queue holds before `record` refuses.
+    /// Backlog of queued events at which [`AuditHealth::refuse_new_turns`]
+    /// turns true. `record` itself never refuses an event: a turn already
+    /// admitted keeps every event, and the gateway sheds new turns instead.
     pub queue_capacity: usize,
     /// Most events per database batch.
     pub batch_size: usize,
@@ -94,23 +96,27 @@ pub struct AuditHealth {
     pub closed: bool,
     /// Events waiting in the queue.
     pub queue_depth: usize,
-    /// Queue capacity.
+    /// Backlog at which new turns are refused.
     pub queue_capacity: usize,
 }
 
 impl AuditHealth {
     /// True while new events can be taken and stored somewhere durable.
     pub fn can_make_progress(&self) -> bool {
-        !self.closed
-            && !self.stalled
-            && (self.database_up || self.spool_writable)
-            && self.queue_depth < self.queue_capacity
+        !self.closed && !self.stalled && (self.database_up || self.spool_writable)
     }
 
-    /// True when the gateway must refuse new turns (503): audit is required
-    /// and cannot make progress.
+    /// True while the backlog is at or over capacity: the writer is behind.
+    pub fn backlogged(&self) -> bool {
+        self.queue_depth >= self.queue_capacity
+    }
+
+    /// True when the gateway must refuse new turns (503): the writer is
+    /// backlogged (whatever `audit.required` says, since shedding load is
+    /// what keeps every admitted turn's events within bounded memory), the
+    /// writer has stopped, or audit is required and cannot make progress.
     pub fn refuse_new_turns(&self) -> bool {
-        self.required && !self.can_make_progress()
+        self.backlogged() || self.closed || (self.required && !self.can_make_progress())
     }
 }
 
@@ -119,7 +125,7 @@ impl AuditHealth {
 pub struct WriterMetrics {
     /// Events waiting in the in-memory queue.
     pub queue_depth: usize,
-    /// Queue capacity.
+    /// Backlog at which new turns are refused.
     pub queue_capacity: usize,
     /// Bytes in the spool file.
     pub spool_bytes: u64,
@@ -131,7 +137,7 @@ pub struct WriterMetrics {
     pub events_written: u64,
     /// Events written to the spool.
     pub events_spooled: u64,
-    /// Events refused because the queue was full or the writer closed.
+    /// Events refused because the writer had closed.
     pub events_rejected: u64,
     /// Torn spool tails found at start-up.
     pub torn_tails: u64,
@@ -156,6 +162,9 @@ struct Shared {
     stalled: AtomicBool,
     closed: AtomicBool,
     probing: AtomicBool,
+    /// Events handed over and not yet taken by the writer.
+    queued: AtomicUsize,
+    queue_capacity: usize,
     spool_bytes: AtomicU64,
     spool_records: AtomicU64,
     /// Microseconds since the epoch of the oldest spooled record; 0 = none.
@@ -171,7 +180,10 @@ struct Shared {
 /// The request path's handle to the writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditHandle {
-    tx: mpsc::Sender<Item>,
+    // Unbounded on purpose: an event of an admitted turn is never refused for
+    // space (it would be lost); `Shared::queued` bounds the backlog through
+    // admission instead.
+    tx: mpsc::UnboundedSender<Item>,
     shared: Arc<Shared>,
     stream_id: StreamId,
 }
@@ -188,32 +200,22 @@ impl std::fmt::Debug for Item {
 }
 
 impl AuditHandle {
-    /// Hands an event to the writer without waiting; fails when the queue is
-    /// full or the writer is closed (the gateway then refuses the turn if
-    /// audit is required).
+    /// Hands an event to the writer without waiting; fails only when the
+    /// writer has stopped. Never refuses for lack of space: the gateway
+    /// sheds new turns while [`AuditHealth::backlogged`] instead.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.tx.try_send(Item::Event(Box::new(event))).map_err(|e| {
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(Item::Event(Box::new(event))).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             self.shared.events_rejected.fetch_add(1, Ordering::Relaxed);
-            match e {
-                mpsc::error::TrySendError::Full(_) => AuditError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => AuditError::WriterClosed,
-            }
+            AuditError::WriterClosed
         })
     }
 
-    /// Hands an event to the writer, waiting for queue space.
-    pub async fn record_wait(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.tx
-            .send(Item::Event(Box::new(event)))
-            .await
-            .map_err(|_| AuditError::WriterClosed)
-    }
-
     /// Stores a policy text (once per id and version; repeats are harmless).
-    pub async fn register_policy(&self, policy: PolicyText) -> Result<(), AuditError> {
+    pub fn register_policy(&self, policy: PolicyText) -> Result<(), AuditError> {
         self.tx
             .send(Item::Policy(policy))
-            .await
             .map_err(|_| AuditError::WriterClosed)
     }
 
@@ -223,7 +225,6 @@ impl AuditHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Item::Flush(tx))
-            .await
             .map_err(|_| AuditError::WriterClosed)?;
         rx.await.map_err(|_| AuditError::WriterClosed)
     }
@@ -233,7 +234,6 @@ impl AuditHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Item::Shutdown(tx))
-            .await
             .map_err(|_| AuditError::WriterClosed)?;
         rx.await.map_err(|_| AuditError::WriterClosed)
     }
@@ -253,7 +253,7 @@ impl AuditHandle {
             stalled: s.stalled.load(Ordering::Relaxed),
             closed: s.closed.load(Ordering::Relaxed) || self.tx.is_closed(),
             queue_depth: self.queue_depth(),
-            queue_capacity: self.tx.max_capacity(),
+            queue_capacity: s.queue_capacity,
         }
     }
 
@@ -267,7 +267,7 @@ impl AuditHandle {
         });
         WriterMetrics {
             queue_depth: self.queue_depth(),
-            queue_capacity: self.tx.max_capacity(),
+            queue_capacity: s.queue_capacity,
             spool_bytes: s.spool_bytes.load(Ordering::Relaxed),
             spool_records: s.spool_records.load(Ordering::Relaxed),
             spool_oldest_age,
@@ -281,7 +281,7 @@ impl AuditHandle {
     }
 
     fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -311,6 +311,7 @@ impl AuditWriter {
             })?;
         let shared = Arc::new(Shared {
             required: config.required,
+            queue_capacity: config.queue_capacity.max(1),
             ..Shared::default()
         });
         shared.database_up.store(true, Ordering::Relaxed);
@@ -323,7 +324,7 @@ impl AuditWriter {
                 "audit spool had a torn tail; the records before it are kept and replayed"
             );
         }
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
         let stream_id = StreamId::new();
         let writer = Writer {
             pool,
@@ -356,7 +357,7 @@ impl AuditWriter {
 
 struct Writer {
     pool: PgPool,
-    rx: mpsc::Receiver<Item>,
+    rx: mpsc::UnboundedReceiver<Item>,
     shared: Arc<Shared>,
     chain: ChainState,
     /// The stream's start record, until it is persisted with the first batch.
@@ -584,6 +585,7 @@ impl Writer {
     ) -> bool {
         match item {
             Item::Event(event) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 let event_id = event.event_id;
                 match self.chain.seal(*event) {
                     Ok(sealed) => {

@@ -1,16 +1,18 @@
 //! The state every handler shares, and how it is built from the configuration.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use warden_audit::{AuditEvent, AuditHandle, AuditWriter, InstanceId, WriterConfig};
+use warden_audit::{
+    AuditEvent, AuditHandle, AuditWriter, InstanceId, PolicyRef, PolicyText, WriterConfig,
+};
 use warden_guard::{LocalBackend, LocalOptions, RemoteBackend, RemoteConfig, RemoteMode};
 use warden_inference::Model;
-use warden_policies::{KnownNames, PolicyStore, PolicyWatcher};
+use warden_policies::{EffectivePolicy, KnownNames, PolicySet, PolicyStore, PolicyWatcher};
 
 use crate::auth::Auth;
 use crate::config::{
@@ -51,6 +53,8 @@ pub struct AppState {
     /// Unix seconds at start.
     pub started: i64,
     watcher: Mutex<Option<PolicyWatcher>>,
+    /// Effective policy versions whose text this process handed to the audit.
+    registered_policies: Mutex<HashSet<String>>,
 }
 
 impl AppState {
@@ -237,6 +241,7 @@ impl AppState {
             secrets: SecretMask::new(),
             started: chrono::Utc::now().timestamp(),
             watcher: Mutex::new(watcher),
+            registered_policies: Mutex::new(HashSet::new()),
         })
     }
 
@@ -246,6 +251,33 @@ impl AppState {
             if audit.record(event).is_err() {
                 self.metrics.audit_dropped();
             }
+        }
+    }
+
+    /// Hands the text of an effective policy to the audit the first time
+    /// this process sees its version (the table keeps one row per version).
+    pub fn register_policy(&self, set: &PolicySet, policy: &EffectivePolicy) {
+        let Some(audit) = &self.audit else { return };
+        let version = policy.version.as_str();
+        {
+            let mut seen = self
+                .registered_policies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if seen.contains(version) {
+                return;
+            }
+            seen.insert(version.to_owned());
+        }
+        let text = PolicyText {
+            policy: PolicyRef {
+                id: policy.id.clone(),
+                version: version.to_owned(),
+            },
+            body: warden_policies::record_text(policy, set),
+        };
+        if audit.register_policy(text).is_err() {
+            self.metrics.audit_dropped();
         }
     }
 

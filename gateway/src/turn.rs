@@ -165,6 +165,7 @@ impl Turn {
             steps: Vec::new(),
         };
         if turn.ctx.is_some() {
+            turn.state.register_policy(&set, &turn.policy);
             let (stream, parameters) = parameters();
             turn.record(EventBody::Request(RequestStarted {
                 endpoint,

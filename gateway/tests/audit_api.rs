@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use common::*;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 /// A second key of tenant `acme` (id `acme-2`).
@@ -315,6 +316,17 @@ async fn events_are_filtered_and_paged_within_the_tenant() {
         let body = api_error(get(gw, Some(KEY), "/v1/audit/events", &q).await, 400).await;
         assert_eq!(body["error"]["param"], param, "{q:?}: {body}");
     }
+    // A misspelt filter is refused rather than silently widening the query.
+    for (path, param) in [
+        ("/v1/audit/events", "categroy"),
+        ("/v1/audit/export", "limit"),
+        ("/v1/audit/stats", "decision"),
+    ] {
+        let res = get(gw, Some(KEY), path, &[(param, "S9")]).await;
+        let body = api_error(res, 400).await;
+        assert_eq!(body["error"]["param"], param, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "unknown_parameter", "{path}: {body}");
+    }
     s.finish().await;
 }
 
@@ -363,6 +375,44 @@ async fn a_request_story_is_complete_and_in_order() {
         .await
         .unwrap();
     assert_eq!(events.len() as i64, stored);
+
+    // The policy version the events name is stored once, with its text: the
+    // explanation, then each document as the canonical JSON its version
+    // hashes, so an auditor can check both.
+    let (id, version) = (
+        events[0]["policy"]["id"].as_str().unwrap(),
+        events[0]["policy"]["version"].as_str().unwrap(),
+    );
+    assert!(events.iter().all(|e| e["policy"] == events[0]["policy"]));
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT body, body_sha256 FROM audit_policies WHERE policy_id = $1 AND version = $2",
+    )
+    .bind(id)
+    .bind(version)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "stored once");
+    let (body, digest) = &rows[0];
+    assert_eq!(
+        digest.as_slice(),
+        Sha256::digest(body.as_bytes()).as_slice()
+    );
+    assert!(
+        body.starts_with(&format!("effective policy {id}\nversion {version}\n")),
+        "{body}"
+    );
+    let mut documents = 0;
+    let mut lines = body.lines();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix("document ") {
+            let (_, doc_version) = rest.split_once(" version ").unwrap();
+            let json = lines.next().unwrap();
+            assert_eq!(hex::encode(Sha256::digest(json.as_bytes())), doc_version);
+            documents += 1;
+        }
+    }
+    assert!(documents >= 1, "{body}");
 
     // A refused request stops at the input checkpoint.
     let story = get_json(gw, KEY, &format!("/v1/audit/requests/{}", s.blocked), &[]).await;

@@ -190,6 +190,26 @@ fn detector_name(d: crate::document::BuiltinDetector) -> String {
         .unwrap_or_else(|| format!("{d:?}"))
 }
 
+/// The text the audit stores once per effective policy version: the
+/// explanation, then each member document as the canonical JSON its version
+/// is the SHA-256 of, so an auditor can check every version against it.
+pub fn record_text(eff: &EffectivePolicy, set: &PolicySet) -> String {
+    let mut out = explain(eff);
+    for m in &eff.members {
+        let _ = writeln!(out, "\ndocument {} version {}", m.id.as_str(), m.version);
+        match set.get(m.id.as_str()) {
+            Some(doc) if doc.version == m.version => {
+                out.push_str(&crate::version::canonical_json(&doc.document));
+                out.push('\n');
+            }
+            // A request keeps the set it started with, so this is only
+            // reachable with a set other than the one `eff` came from.
+            _ => out.push_str("(not in this set)\n"),
+        }
+    }
+    out
+}
+
 impl PolicySet {
     /// The effective policy for `req`, explained.
     pub fn explain(&self, req: &RequestScope<'_>) -> String {

@@ -34,7 +34,7 @@ pub use effective::{
     Sourced, ToolsAllowed,
 };
 pub use error::{ErrorKind, FieldPath, Location, PolicyError, PolicyErrors};
-pub use explain::explain;
+pub use explain::{explain, record_text};
 pub use load::{check_dir, load_dir, CheckReport, LoadedPolicy, PolicySet};
 pub use merge::merge;
 pub use names::{BackendName, PolicyId, RuleId, ScopeName, ToolName};

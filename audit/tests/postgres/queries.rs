@@ -311,7 +311,7 @@ async fn store_content_false_keeps_only_digests_and_policies_once() {
         body: "id: default\ncheckpoints: [input, output]\n".into(),
     };
     for _ in 0..3 {
-        w.handle.register_policy(policy.clone()).await.unwrap();
+        w.handle.register_policy(policy.clone()).unwrap();
     }
     let ctx: Arc<RequestContext> = context("tenant-a", "key-1", "smollm2");
     let secret = "my card number is 4111 1111 1111 1111";

@@ -186,6 +186,42 @@ async fn torn_spool_tail_is_reported_and_the_rest_replayed() {
     assert_eq!(event_ids_in_order(&db, dead.handle.stream_id()).await, more);
 }
 
+// A single-threaded runtime: the writer cannot run while the burst is
+// recorded, so the backlog is certain to pass the capacity.
+#[tokio::test]
+async fn a_burst_past_capacity_keeps_every_event_and_sheds_new_turns() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = writer_config(dir.path());
+    config.queue_capacity = 16;
+    assert!(
+        !config.required,
+        "shedding does not depend on audit.required"
+    );
+    let w = AuditWriter::spawn(db.pool.clone(), config).unwrap();
+    let mut ids = Vec::new();
+    record_turns(&w.handle, "tenant-a", 200, &mut ids).await;
+    let health = w.handle.health();
+    assert_eq!(health.queue_depth, ids.len(), "every event was taken");
+    assert!(
+        health.backlogged() && health.refuse_new_turns(),
+        "{health:?}"
+    );
+    assert_eq!(w.handle.metrics().events_rejected, 0);
+
+    let report = w.handle.flush().await.unwrap();
+    assert!(report.in_database, "{report:?}");
+    let health = w.handle.health();
+    assert_eq!(health.queue_depth, 0);
+    assert!(!health.refuse_new_turns(), "{health:?}");
+    assert_eq!(event_ids_in_order(&db, w.handle.stream_id()).await, ids);
+    let verified = verify(&db.pool).await.unwrap();
+    assert!(verified.is_intact(), "{verified:?}");
+    assert_eq!(verified.events as usize, ids.len());
+    w.handle.shutdown().await.unwrap();
+    w.task.await.unwrap();
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_audit_refuses_turns_when_nothing_can_take_events() {
