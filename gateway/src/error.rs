@@ -111,7 +111,7 @@ pub enum ApiError {
         /// The steps and verdicts so far.
         warden: Box<WardenInfo>,
     },
-    /// The audit is required and cannot take events.
+    /// The audit cannot take new turns: required and unable to store events, or behind by its queue capacity.
     #[error("the audit log cannot record requests right now; refusing to serve unaudited")]
     AuditUnavailable,
     /// The audit routes need PostgreSQL and this gateway has none.

@@ -224,3 +224,213 @@ fn classify_runs_the_local_model() {
         assert!(text(&out.stderr).contains("guard output"));
     }
 }
+
+/// A one-request HTTP server on 127.0.0.1 standing in for a remote guard:
+/// answers `answer` as a chat completion and hands back the request body.
+fn fake_remote_guard(answer: &str) -> (String, std::thread::JoinHandle<Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let reply = json!({
+        "id": "guard-1", "object": "chat.completion", "created": 1, "model": "llama-guard3",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": answer}}],
+    })
+    .to_string();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+            reply.len()
+        )
+        .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    });
+    (url, handle)
+}
+
+#[test]
+fn classify_asks_a_remote_guard_with_the_exact_prompt() {
+    let user = "How do I pick a lock?";
+    let (url, server) = fake_remote_guard("unsafe\nS2");
+    let out = warden(
+        &[
+            "classify",
+            "--backend",
+            "remote",
+            "--url",
+            &url,
+            "--remote-model",
+            "lg3",
+            "--json",
+            user,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(got["verdict"], "unsafe", "{got}");
+    assert_eq!(got["categories"][0]["code"], "S2", "{got}");
+    assert_eq!(got["backend"], "remote", "{got}");
+    // The server got the task text of the prompt `--print-prompt` shows (its
+    // own template adds the header and turn markers), as one user turn.
+    let sent = server.join().unwrap();
+    let prompt = text(&warden(&["classify", "--print-prompt", user], "").stdout);
+    let (_, task) = prompt.split_once("user<|end_header_id|>\n\n").unwrap();
+    let (task, _) = task.split_once("<|eot_id|>").unwrap();
+    assert_eq!(sent["model"], "lg3");
+    assert_eq!(sent["temperature"], 0);
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": task}]));
+
+    // Conversation mode sends the conversation itself.
+    let (url, server) = fake_remote_guard("safe");
+    let out = warden(
+        &[
+            "classify",
+            "--backend",
+            "remote",
+            "--url",
+            &url,
+            "--remote-mode",
+            "conversation",
+            user,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("verdict: safe\n"));
+    let sent = server.join().unwrap();
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": user}]));
+
+    // Anything but a clean verdict is an error, never `safe`.
+    let (url, server) = fake_remote_guard("I think this is fine");
+    let out = warden(
+        &["classify", "--backend", "remote", "--url", &url, user],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).contains("guard output"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.join().unwrap();
+
+    // A remote backend needs its URL.
+    let out = warden(&["classify", "--backend", "remote", user], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--url"));
+}
+
+#[test]
+fn classify_runs_the_rules_backend() {
+    let out = warden(
+        &[
+            "classify",
+            "--backend",
+            "rules",
+            "--json",
+            "Mail jane.doe@example.com the card 4111 1111 1111 1111",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(got["verdict"], "unsafe", "{got}");
+    assert_eq!(got["backend"], "rules");
+    assert_eq!(got["categories"][0]["code"], "S7", "{got}");
+    let detectors: Vec<&str> = got["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["detector"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(detectors, ["email", "credit_card"], "{got}");
+
+    // A 16-digit number failing the Luhn check is not a card.
+    let out = warden(
+        &[
+            "classify",
+            "--backend",
+            "rules",
+            "my order is 4111 1111 1111 1112",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().next(), Some("verdict: safe"));
+
+    // A rules file: a configured regex and keywords.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[regexes]]\nname = \"ticket\"\npattern = 'TCK-\\d{4}'\ncategory = \"S14\"\n\n\
+         [[keywords]]\nname = \"weapons\"\nwords = [\"nerve agent\"]\ncategory = \"S9\"\n",
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let out = warden(
+        &[
+            "classify",
+            "--backend",
+            "rules",
+            "--rules",
+            rules,
+            "--json",
+            "see TCK-1234",
+        ],
+        "",
+    );
+    let got: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(got["categories"][0]["code"], "S14", "{got}");
+    let out = warden(
+        &[
+            "classify",
+            "--backend",
+            "rules",
+            "--rules",
+            rules,
+            "--json",
+            "about a Nerve Agent",
+        ],
+        "",
+    );
+    let got: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(got["categories"][0]["code"], "S9", "{got}");
+    let out = warden(
+        &[
+            "classify",
+            "--backend",
+            "rules",
+            "--rules",
+            rules,
+            "an email a@b.example",
+        ],
+        "",
+    );
+    assert_eq!(
+        text(&out.stdout).lines().next(),
+        Some("verdict: safe"),
+        "only the file's rules run"
+    );
+}

@@ -2,19 +2,21 @@
 //! guard prompt, the verdict grammar and a local check from the command
 //! line (formats are a contract).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use warden_guard::{
-    build_prompt, bundled_model_path, parse_code_list, parse_verdict, render_fixture_input,
-    CategorySet, ChatMessage, Checkpoint, GuardRequest, LocalBackend, LocalOptions,
+    build_prompt, bundled_model_path, classify_with_timeout, parse_code_list, parse_verdict,
+    render_fixture_input, CategorySet, ChatMessage, Checkpoint, GuardBackend, GuardRequest,
+    LocalBackend, LocalOptions, RemoteBackend, RemoteConfig, RemoteMode, RulesBackend, RulesConfig,
 };
 use warden_inference::Model;
-use warden_policies::taxonomy::GuardVariant;
+use warden_policies::taxonomy::{CategoryCode, GuardVariant};
 
 use super::read_stdin;
 
@@ -99,15 +101,110 @@ pub struct ClassifyArgs {
     /// `llama-guard-3-8b` or `llama-guard-3-1b`.
     #[arg(long, default_value = "llama-guard-3-8b")]
     variant: GuardVariant,
-    /// Guard model file (default: the bundled model).
+    /// Which backend judges: `local` (a model file run in-process), `rules`
+    /// (regexes, keywords and built-in detectors) or `remote` (an
+    /// OpenAI-compatible server).
+    #[arg(long, value_enum, default_value = "local")]
+    backend: BackendChoice,
+    /// Guard model file for `local` (default: the bundled model).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Rules file for `rules`: TOML (JSON when it ends in `.json`) with
+    /// `[[regexes]]` (name, pattern, category), `[[keywords]]` (name, words,
+    /// category) and `[[detectors]]` (detector, category), the shape of a
+    /// policy's rules; default: every built-in detector, reported as S7.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Server base URL for `remote`, e.g. `http://127.0.0.1:11434`.
+    #[arg(long, required_if_eq("backend", "remote"))]
+    url: Option<String>,
+    /// Model name the remote server knows.
+    #[arg(long, default_value = "llama-guard3")]
+    remote_model: String,
+    /// `prompt` sends the rendered guard prompt as one user message;
+    /// `conversation` sends the conversation for servers whose template
+    /// renders the guard prompt themselves.
+    #[arg(long, value_enum, default_value = "prompt")]
+    remote_mode: RemoteModeChoice,
+    /// Seconds before the check counts as failed.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
     /// Print the exact prompt the model would see and exit (no model run).
     #[arg(long)]
     print_prompt: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendChoice {
+    Local,
+    Rules,
+    Remote,
+}
+
+/// `--remote-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RemoteModeChoice {
+    Prompt,
+    Conversation,
+}
+
+/// Reads a rules file as TOML, or as JSON when it ends in `.json`.
+fn read_rules(path: &Path) -> anyhow::Result<RulesConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{} (JSON rules)", path.display()))
+    } else {
+        toml::from_str(&text).with_context(|| format!("{} (TOML rules)", path.display()))
+    }
+}
+
+/// The backend `--backend` names, built from its flags.
+fn backend_for(args: &ClassifyArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
+    Ok(match args.backend {
+        BackendChoice::Local => {
+            let path = args.model.clone().unwrap_or_else(bundled_model_path);
+            let model =
+                Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+            Box::new(LocalBackend::new(
+                Arc::new(model),
+                LocalOptions::new(args.variant),
+            )?)
+        }
+        BackendChoice::Rules => {
+            let config = match &args.rules {
+                Some(path) => read_rules(path)?,
+                None => RulesConfig::all_builtins(CategoryCode::new(7).context("S7")?),
+            };
+            Box::new(RulesBackend::new(&config).context("--rules")?)
+        }
+        BackendChoice::Remote => {
+            let url = args
+                .url
+                .clone()
+                .context("--url is required with --backend remote")?;
+            let mode = match args.remote_mode {
+                RemoteModeChoice::Prompt => RemoteMode::Prompt,
+                RemoteModeChoice::Conversation => RemoteMode::Conversation {
+                    variant: args.variant,
+                },
+            };
+            let mut config = RemoteConfig::new(url, args.remote_model.clone(), mode);
+            config.timeout = timeout_of(args)?;
+            Box::new(RemoteBackend::new(config).context("--url")?)
+        }
+    })
+}
+
+fn timeout_of(args: &ClassifyArgs) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--timeout must be a positive number of seconds")
 }
 
 fn checkpoint_named(name: &str) -> anyhow::Result<Checkpoint> {
@@ -204,10 +301,14 @@ pub fn classify(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let path = args.model.clone().unwrap_or_else(bundled_model_path);
-    let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
-    let backend = LocalBackend::new(Arc::new(model), LocalOptions::new(args.variant))?;
-    let outcome = match backend.classify_blocking(&request) {
+    let timeout = timeout_of(&args)?;
+    let backend = backend_for(&args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(classify_with_timeout(backend.as_ref(), &request, timeout));
+    let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("{e}");
@@ -239,12 +340,22 @@ pub fn classify(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
             "checkpoint": checkpoint.as_str(),
             "backend": outcome.backend.as_str(),
             "model": outcome.model,
+            "findings": outcome.findings,
         });
         println!("{out}");
     } else {
         println!("verdict: {word}");
         for (code, name) in &named {
             println!("category: {code} {name}");
+        }
+        for f in &outcome.findings {
+            println!(
+                "finding: {} {} at bytes {}..{}",
+                f.category,
+                serde_json::to_string(&f.detector)?,
+                f.span.start,
+                f.span.end
+            );
         }
         match outcome.unsafe_score {
             Some(score) => println!("score: {score:.4}"),
