@@ -23,7 +23,10 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        // Same digits as `Number`'s Display (itoa/ryu), without a String.
+        Value::Number(n) => {
+            serde_json::to_writer(&mut *out, n).expect("writing a number into a Vec cannot fail")
+        }
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -52,7 +55,8 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+/// Appends `s` as a canonical JSON string.
+pub fn write_string(s: &str, out: &mut Vec<u8>) {
     // serde_json's string escaping is the documented canonical escaping.
     serde_json::to_writer(&mut *out, s).expect("writing a string into a Vec cannot fail");
 }
@@ -66,7 +70,60 @@ pub fn canonical_bytes(value: &Value) -> Vec<u8> {
 
 /// Formats a timestamp the canonical way (UTC, six fractional digits).
 pub fn format_time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    let mut out = Vec::with_capacity(27);
+    push_time(t, &mut out);
+    String::from_utf8(out).expect("a formatted time is ASCII")
+}
+
+/// Appends the canonical form of a timestamp (without quotes); chrono's
+/// `format` parses its pattern on every call, which the audit writer did
+/// for every event.
+pub fn push_time(t: &DateTime<Utc>, out: &mut Vec<u8>) {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        // `%Y` writes a sign and more digits outside 0..=9999: keep its exact form.
+        out.extend_from_slice(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes());
+        return;
+    }
+    // A leap second shows as nanosecond >= 1e9: `%S` prints it as second 60
+    // and `%.6f` the rest modulo 1e9.
+    let leap = t.nanosecond() / 1_000_000_000;
+    let micros = (t.nanosecond() % 1_000_000_000) / 1_000;
+    push_digits(year as u32, 4, out);
+    out.push(b'-');
+    push_digits(t.month(), 2, out);
+    out.push(b'-');
+    push_digits(t.day(), 2, out);
+    out.push(b'T');
+    push_digits(t.hour(), 2, out);
+    out.push(b':');
+    push_digits(t.minute(), 2, out);
+    out.push(b':');
+    push_digits(t.second() + leap, 2, out);
+    out.push(b'.');
+    push_digits(micros, 6, out);
+    out.push(b'Z');
+}
+
+/// Appends `n` zero-padded to `width` decimal digits (`n` fits in them).
+fn push_digits(mut n: u32, width: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// Appends `bytes` as lower-case hex.
+pub fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
+    }
 }
 
 /// Replaces NUL characters in every string (keys included) with U+FFFD,
