@@ -8,6 +8,7 @@ pub mod error;
 pub mod guarding;
 pub mod metrics;
 pub mod openai;
+pub mod policy_cache;
 pub mod request_id;
 pub mod routes;
 pub mod secrets;

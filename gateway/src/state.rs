@@ -21,6 +21,7 @@ use crate::config::{
 };
 use crate::guarding::{Guards, NamedGuard};
 use crate::metrics::{Gauges, Metrics};
+use crate::policy_cache::PolicyCache;
 use crate::secrets::SecretMask;
 use warden_agents::agent::AgentProfile;
 use warden_agents::tools::ToolCallFormat;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub guards: Guards,
     /// Policies, hot-reloaded.
     pub policies: Arc<PolicyStore>,
+    /// Effective policies merged per set version and scope.
+    pub policy_cache: PolicyCache,
     /// Key checks.
     pub auth: Auth,
     /// The audit writer, when the audit runs.
@@ -234,6 +237,7 @@ impl AppState {
             agents,
             guards,
             policies,
+            policy_cache: PolicyCache::new(),
             auth,
             audit,
             db,

@@ -25,8 +25,9 @@ pub struct Turn {
     state: Arc<AppState>,
     /// The request id.
     pub request_id: String,
-    /// The effective policy, fixed for the whole request.
-    pub policy: EffectivePolicy,
+    /// The effective policy, fixed for the whole request (shared with the
+    /// policy cache when the request adds no categories).
+    pub policy: Arc<EffectivePolicy>,
     ctx: Option<Arc<RequestContext>>,
     started: Instant,
     /// Every checkpoint run so far.
@@ -122,10 +123,17 @@ impl Turn {
     ) -> Result<Self, ApiError> {
         let extras = extra_categories(metadata)?;
         let set = state.policies.current();
-        let scope = RequestScope::new(&caller.tenant, &caller.key_id, model);
-        let policy = set
-            .effective_with_extras(&scope, &extras)
-            .map_err(|e| ApiError::invalid("metadata.warden.extra_categories", e.to_string()))?;
+        let policy = if extras.is_empty() {
+            state
+                .policy_cache
+                .effective(&set, &caller.tenant, &caller.key_id, model)
+        } else {
+            let scope = RequestScope::new(&caller.tenant, &caller.key_id, model);
+            let policy = set.effective_with_extras(&scope, &extras).map_err(|e| {
+                ApiError::invalid("metadata.warden.extra_categories", e.to_string())
+            })?;
+            Arc::new(policy)
+        };
         let ctx = if state.audit.is_some() {
             match (
                 RequestId::new(request_id.clone()),
@@ -457,3 +465,4 @@ fn deciding_categories(deciding: Option<&CheckReport>) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+

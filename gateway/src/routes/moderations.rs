@@ -105,7 +105,7 @@ pub async fn moderations(
         || (false, serde_json::json!({"inputs": inputs.len()})),
     )?;
     // Moderation always classifies, whether or not the policy guards chat input.
-    turn.policy
+    Arc::make_mut(&mut turn.policy)
         .checkpoints
         .entry(Checkpoint::Input)
         .or_insert_with(|| [Origin::Request].into());
