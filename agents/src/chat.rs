@@ -83,7 +83,31 @@ pub struct Generated {
     /// Token counts.
     pub usage: Usage,
     /// The upstream's own response, passed through with Warden's changes.
-    pub raw: Option<Value>,
+    pub raw: Option<RawAnswer>,
+}
+
+/// An upstream's answer as it came over the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawAnswer {
+    /// The response body (a JSON object).
+    pub body: bytes::Bytes,
+    /// What the body's first choice says, when the body can go out as it
+    /// is with only a `warden` member added: its `content` (a string or
+    /// null), `tool_calls` (absent or a list) and `finish_reason` (a string)
+    /// are present in exactly the form Warden writes them, and it has no
+    /// `warden` member. `None` when the body has to be rewritten anyway.
+    pub sent: Option<SentChoice>,
+}
+
+/// The first choice of an upstream's answer, as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentChoice {
+    /// `message.content`.
+    pub content: Option<String>,
+    /// `message.tool_calls`.
+    pub tool_calls: Option<Vec<Value>>,
+    /// `finish_reason`.
+    pub finish_reason: String,
 }
 
 /// One piece of a streamed answer: the SSE `data:` payload to send and what it says.

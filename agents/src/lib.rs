@@ -9,6 +9,9 @@ pub mod error;
 pub mod generate;
 pub mod tools;
 
-pub use chat::{content_text, ChatRequest, ChunkHeader, GenParams, Generated, StreamItem, Usage};
+pub use chat::{
+    content_text, ChatRequest, ChunkHeader, GenParams, Generated, RawAnswer, SentChoice,
+    StreamItem, Usage,
+};
 pub use error::GenerateError;
 pub use generate::{Generator, LocalGenerator, StreamEvent, UpstreamGenerator};

@@ -16,7 +16,9 @@ use crate::auth::Caller;
 use crate::config::Limits;
 use crate::error::{ApiError, ErrorBody};
 use crate::guarding::{redact, Outcome};
-use crate::openai::{AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Role, Usage};
+use crate::openai::{
+    AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Role, Usage, WardenInfo,
+};
 use crate::request_id::RequestIdentity;
 use crate::state::AppState;
 use crate::turn::{audit_parameters, guard_messages, input_checkpoint, Turn};
@@ -232,7 +234,53 @@ pub async fn chat_completions(
     }
     turn.record_output(generated.content.as_deref().unwrap_or(""));
     turn.finish(200, Some(&generated.finish_reason), generated.usage, None);
-    Ok(HttpResponse::Ok().json(completion_body(&turn, &req.model, generated)))
+    Ok(completion_response(&turn, &req.model, generated))
+}
+
+/// A whole completion's response: an upstream's body as it came with the
+/// `warden` object added when Warden changed nothing else in it (decoding
+/// and re-encoding the whole answer cost more than the rest of the turn),
+/// else the body [`completion_body`] writes.
+fn completion_response(turn: &Turn, model: &str, generated: Generated) -> HttpResponse {
+    if let Some(raw) = &generated.raw {
+        let unchanged = raw.sent.as_ref().is_some_and(|sent| {
+            sent.content == generated.content
+                && sent.tool_calls == generated.tool_calls
+                && sent.finish_reason == generated.finish_reason
+        });
+        if let Some(body) = unchanged
+            .then(|| with_warden(&raw.body, &turn.info()))
+            .flatten()
+        {
+            return HttpResponse::Ok()
+                .content_type(header::ContentType::json())
+                .body(body);
+        }
+    }
+    HttpResponse::Ok().json(completion_body(turn, model, generated))
+}
+
+/// `object` (the text of a JSON object) with `"warden": info` added as its
+/// last member.
+fn with_warden(object: &[u8], info: &WardenInfo) -> Option<Vec<u8>> {
+    let end = object.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if object[end] != b'}' {
+        return None;
+    }
+    let head = &object[..end];
+    let empty = head
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .is_none_or(|i| head[i] == b'{');
+    let mut out = Vec::with_capacity(object.len() + 512);
+    out.extend_from_slice(head);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"warden\":");
+    serde_json::to_writer(&mut out, info).ok()?;
+    out.push(b'}');
+    Some(out)
 }
 
 /// The checkpoint for an answer: `output`, or `tool_call` for an answer
@@ -263,7 +311,12 @@ pub(crate) async fn check_output(
 
 pub(crate) fn completion_body(turn: &Turn, model: &str, generated: Generated) -> Value {
     let warden = turn.info();
-    match generated.raw {
+    // The body parsed when it arrived, so it parses again.
+    let raw = generated
+        .raw
+        .as_ref()
+        .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok());
+    match raw {
         // An upstream's own answer, with Warden's changes.
         Some(mut raw) => {
             let choice = &mut raw["choices"][0];
