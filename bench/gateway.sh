@@ -4,6 +4,7 @@
 # upstream, next to the fake upstream alone, at concurrency 1, 8 and 64.
 #
 #   bench/gateway.sh [DURATION]        # default 10s per level
+#   WARDEN_BIN=path/to/warden bench/gateway.sh 8s   # measure that binary
 #
 # Uses ../shared/bench (SHARED_BENCH to override): nginx + Lua fake upstream
 # and wrk (apt-get install nginx libnginx-mod-http-lua wrk). Everything is on
@@ -13,10 +14,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10s}"
 shared="${SHARED_BENCH:-$PWD/../shared/bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
-warden="$CARGO_TARGET_DIR/release/warden"
-
-cargo build --release -p warden-gateway --bin warden
+if [ -n "${WARDEN_BIN:-}" ]; then
+    # A given binary (e.g. to compare two builds in one sitting); no build.
+    warden="$WARDEN_BIN"
+else
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
+    warden="$CARGO_TARGET_DIR/release/warden"
+    cargo build --release -p warden-gateway --bin warden
+fi
 admin="$(bash scripts/ensure-postgres.sh)"
 db="warden_bench_$$"
 psql "$admin" -qc "CREATE DATABASE $db"
