@@ -101,13 +101,34 @@ pub fn guard_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError
     messages
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            let v = serde_json::to_value(m).map_err(|e| ApiError::Internal(e.to_string()))?;
-            serde_json::from_value(v).map_err(|e| {
-                ApiError::invalid(format!("messages[{i}]"), format!("invalid message: {e}"))
-            })
-        })
+        .map(|(i, m)| plain_guard_message(m).map_or_else(|| decoded_guard_message(i, m), Ok))
         .collect()
+}
+
+/// One message through the guard crate's deserialiser.
+fn decoded_guard_message(i: usize, m: &Message) -> Result<ChatMessage, ApiError> {
+    let v = serde_json::to_value(m).map_err(|e| ApiError::Internal(e.to_string()))?;
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::invalid(format!("messages[{i}]"), format!("invalid message: {e}")))
+}
+
+/// The common case of [`guard_messages`] without the round trip through
+/// JSON (run twice per turn): string content and no tool calls. Anything
+/// else goes through the guard crate's deserialiser, which decides.
+fn plain_guard_message(m: &Message) -> Option<ChatMessage> {
+    let Some(Value::String(text)) = &m.content else {
+        return None;
+    };
+    Some(match m.role {
+        Role::System | Role::Developer => ChatMessage::system(text.clone()),
+        Role::User => ChatMessage::user(text.clone()),
+        Role::Assistant if m.tool_calls.is_none() => ChatMessage::assistant(text.clone()),
+        Role::Assistant => return None,
+        Role::Tool => ChatMessage::Tool {
+            content: warden_guard::conversation::Content::Text(text.clone()),
+            tool_call_id: m.tool_call_id.clone(),
+        },
+    })
 }
 
 impl Turn {
@@ -466,3 +487,35 @@ fn deciding_categories(deciding: Option<&CheckReport>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_messages_read_as_the_guard_crate_reads_them() {
+        let messages: Vec<Message> = serde_json::from_value(serde_json::json!([
+            {"role": "system", "content": "be nice"},
+            {"role": "developer", "content": ""},
+            {"role": "user", "content": "hi \u{0} é", "name": "bob"},
+            {"role": "assistant", "content": "hello", "refusal": "no"},
+            {"role": "tool", "content": "42", "tool_call_id": "c1"},
+            {"role": "tool", "content": "43"},
+        ]))
+        .unwrap();
+        for (i, m) in messages.iter().enumerate() {
+            let plain = plain_guard_message(m).expect("plain");
+            assert_eq!(plain, decoded_guard_message(i, m).unwrap(), "{i}");
+        }
+        // Everything else is left to the deserialiser.
+        let others: Vec<Message> = serde_json::from_value(serde_json::json!([
+            {"role": "user", "content": [{"type": "text", "text": "a"}]},
+            {"role": "user"},
+            {"role": "assistant", "content": "x", "tool_calls": []},
+            {"role": "assistant", "content": null},
+        ]))
+        .unwrap();
+        for m in &others {
+            assert!(plain_guard_message(m).is_none(), "{m:?}");
+        }
+    }
+}

@@ -22,6 +22,8 @@ use crate::error::GenerateError;
 /// One upstream model.
 pub struct UpstreamGenerator {
     endpoint: String,
+    // Parsed once: reqwest would parse the text again for every request.
+    url: Option<reqwest::Url>,
     api_key: Option<String>,
     upstream_model: String,
     client: reqwest::Client,
@@ -45,6 +47,7 @@ impl UpstreamGenerator {
             format!("{base}/v1/chat/completions")
         };
         Self {
+            url: reqwest::Url::parse(&endpoint).ok(),
             endpoint,
             api_key,
             upstream_model,
@@ -72,7 +75,12 @@ impl UpstreamGenerator {
     }
 
     async fn send(&self, body: &Value) -> Result<reqwest::Response, GenerateError> {
-        let mut request = self.client.post(&self.endpoint).json(body);
+        let mut request = match &self.url {
+            Some(url) => self.client.post(url.clone()),
+            // Unparseable: reqwest reports the error as it did before.
+            None => self.client.post(&self.endpoint),
+        }
+        .json(body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
