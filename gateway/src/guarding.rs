@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use warden_guard::rules::{BuiltinDetector as GuardDetector, DetectorRule, KeywordRule, RegexRule};
 use warden_guard::{
     classify_with_timeout, BackendKind, CategorySet, ChatMessage, GuardBackend, GuardRequest,
-    RulesBackend, RulesConfig, Verdict,
+    LocalBackend, RulesBackend, RulesConfig, Verdict,
 };
 use warden_policies::document::{BuiltinDetector as PolicyDetector, Matcher};
 use warden_policies::taxonomy::CategoryCode;
 use warden_policies::{Action, BackendRef, Checkpoint, EffectivePolicy, FailMode, Findings};
 
 use crate::openai::VerdictInfo;
+use crate::stream_check::StreamSessions;
 
 /// A configured model backend and its deadline.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct NamedGuard {
     pub backend: Arc<dyn GuardBackend>,
     /// Deadline of one classification.
     pub timeout: Duration,
+    /// The same backend when it runs in-process, for incremental stream checks.
+    pub local: Option<LocalBackend>,
 }
 
 /// The guard backends of the configuration, and compiled rules per policy.
@@ -253,12 +256,15 @@ impl Guards {
 
     /// Runs checkpoint `cp` on `messages` (whose last message is the one
     /// judged; `judged_text` is its text, which rules scan) under `eff`.
+    /// With `sessions`, output checks on local backends continue the
+    /// stream's incremental sessions instead of judging the whole answer.
     pub async fn check(
         &self,
         eff: &EffectivePolicy,
         cp: Checkpoint,
         messages: &[ChatMessage],
         judged_text: &str,
+        mut sessions: Option<&mut StreamSessions>,
     ) -> CheckReport {
         let mut report = CheckReport {
             checkpoint: cp,
@@ -320,13 +326,24 @@ impl Guards {
                             let result = match req {
                                 Err(e) => Err(e.clone()),
                                 Ok(req) => {
-                                    match classify_with_timeout(
-                                        guard.backend.as_ref(),
-                                        req,
-                                        guard.timeout,
-                                    )
-                                    .await
-                                    {
+                                    let classified = match (sessions.as_deref_mut(), &guard.local) {
+                                        (Some(sessions), Some(local))
+                                            if cp == Checkpoint::Output =>
+                                        {
+                                            sessions
+                                                .classify(&name, local, req, guard.timeout)
+                                                .await
+                                        }
+                                        _ => {
+                                            classify_with_timeout(
+                                                guard.backend.as_ref(),
+                                                req,
+                                                guard.timeout,
+                                            )
+                                            .await
+                                        }
+                                    };
+                                    match classified {
                                         Ok(outcome) => {
                                             for c in outcome.verdict.categories() {
                                                 if !findings.model_categories.contains(c) {

@@ -13,4 +13,5 @@ pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod stream_check;
 pub mod turn;

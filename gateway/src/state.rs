@@ -147,7 +147,7 @@ impl AppState {
 
         let mut named = BTreeMap::new();
         for (i, g) in config.guards.iter().enumerate() {
-            let backend: Arc<dyn warden_guard::GuardBackend> = match &g.source {
+            let (backend, local): (Arc<dyn warden_guard::GuardBackend>, _) = match &g.source {
                 GuardSource::Local { path } => {
                     let path = path.clone();
                     let model = tokio::task::spawn_blocking(move || Model::load(&path))
@@ -157,10 +157,9 @@ impl AppState {
                         name: Some(g.name.clone()),
                         ..LocalOptions::new(g.variant)
                     };
-                    Arc::new(
-                        LocalBackend::new(Arc::new(model), options)
-                            .with_context(|| format!("guards[{i}]"))?,
-                    )
+                    let local = LocalBackend::new(Arc::new(model), options)
+                        .with_context(|| format!("guards[{i}]"))?;
+                    (Arc::new(local.clone()), Some(local))
                 }
                 GuardSource::Remote {
                     base_url,
@@ -180,7 +179,8 @@ impl AppState {
                     );
                     rc.timeout = g.timeout();
                     rc.api_key = api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
-                    Arc::new(RemoteBackend::new(rc).with_context(|| format!("guards[{i}]"))?)
+                    let remote = RemoteBackend::new(rc).with_context(|| format!("guards[{i}]"))?;
+                    (Arc::new(remote), None)
                 }
             };
             named.insert(
@@ -188,6 +188,7 @@ impl AppState {
                 NamedGuard {
                     backend,
                     timeout: g.timeout(),
+                    local,
                 },
             );
         }

@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::guarding::{CheckReport, Outcome};
 use crate::openai::{ChatCompletionRequest, Message, PolicyInfo, Role, Usage, WardenInfo};
 use crate::state::AppState;
+use crate::stream_check::StreamSessions;
 
 /// The state of one request's guarded turn.
 pub struct Turn {
@@ -230,11 +231,34 @@ impl Turn {
         messages: &[ChatMessage],
         judged_text: &str,
     ) -> &CheckReport {
+        self.check_with(cp, messages, judged_text, None).await
+    }
+
+    /// [`Turn::check`] for a window of a stream: local backends continue
+    /// the stream's incremental sessions.
+    pub async fn check_window(
+        &mut self,
+        cp: Checkpoint,
+        messages: &[ChatMessage],
+        judged_text: &str,
+        sessions: &mut StreamSessions,
+    ) -> &CheckReport {
+        self.check_with(cp, messages, judged_text, Some(sessions))
+            .await
+    }
+
+    async fn check_with(
+        &mut self,
+        cp: Checkpoint,
+        messages: &[ChatMessage],
+        judged_text: &str,
+        sessions: Option<&mut StreamSessions>,
+    ) -> &CheckReport {
         let started = Instant::now();
         let report = self
             .state
             .guards
-            .check(&self.policy, cp, messages, judged_text)
+            .check(&self.policy, cp, messages, judged_text, sessions)
             .await;
         let spent = started.elapsed();
         self.guard_time += spent;

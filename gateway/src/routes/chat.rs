@@ -19,6 +19,7 @@ use crate::guarding::{redact, Outcome};
 use crate::openai::{AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Role, Usage};
 use crate::request_id::RequestIdentity;
 use crate::state::AppState;
+use crate::stream_check::StreamSessions;
 use crate::turn::{audit_parameters, guard_messages, input_checkpoint, Turn};
 use warden_agents::{
     ChatRequest, ChunkHeader, GenParams, Generated, Generator, StreamEvent, StreamItem,
@@ -378,6 +379,7 @@ pub(crate) async fn pump(
         release,
         include_usage,
         started,
+        sessions: StreamSessions::default(),
     };
     pump.run(events).await;
 }
@@ -406,6 +408,8 @@ struct Pump {
     release: Release,
     include_usage: bool,
     started: Instant,
+    /// Incremental guard sessions of a windowed stream.
+    sessions: StreamSessions,
 }
 
 /// The caller went away.
@@ -534,7 +538,15 @@ impl Pump {
             Checkpoint::Output
         };
         // Only the latest check of a stream counts; earlier passes are kept as verdicts.
-        let outcome = self.turn.check(cp, &messages, answer).await.outcome.clone();
+        let report = match self.release {
+            Release::Windowed(_) => {
+                self.turn
+                    .check_window(cp, &messages, answer, &mut self.sessions)
+                    .await
+            }
+            _ => self.turn.check(cp, &messages, answer).await,
+        };
+        let outcome = report.outcome.clone();
         if outcome.refuses() {
             Err(outcome)
         } else {
