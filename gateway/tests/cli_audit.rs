@@ -4,16 +4,15 @@
 //! months `warden audit verify` still passes.
 
 mod cli_support;
-mod common;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use cli_support::warden;
-use common::TestDb;
 use serde_json::{json, Value};
 use warden_audit::store::{insert_records, Record, StreamRecord};
 use warden_audit::*;
+use warden_tests::TestDb;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

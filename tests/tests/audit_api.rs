@@ -2,15 +2,13 @@
 //! per test): chat requests of two tenants go through the in-process gateway,
 //! then `/v1/audit/*` is read back with each tenant's key.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use warden_tests::*;
 
 /// A second key of tenant `acme` (id `acme-2`).
 const KEY_A2: &str = "sk-test-acme-second-key-42";

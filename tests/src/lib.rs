@@ -1,8 +1,6 @@
-//! Test support: a fake upstream and a fake guard server on 127.0.0.1, a
-//! gateway started in-process from a real `warden.toml`, and throwaway
-//! PostgreSQL databases.
-
-#![allow(dead_code)]
+//! Test support for Warden's end-to-end tests: a fake upstream and a fake
+//! guard server on 127.0.0.1, a gateway started in-process from a real
+//! `warden.toml`, and throwaway PostgreSQL databases.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -250,6 +248,12 @@ pub struct Setup {
     pub local_queue: usize,
     /// Database URL, if any.
     pub database_url: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Setup {

@@ -1,10 +1,8 @@
 //! The local engine with the real bundled model (few, short generations:
 //! the machine is slow), and its queue limit.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
+use warden_tests::*;
 
 fn local_setup(queue: usize) -> Option<Setup> {
     if !model_path().exists() {

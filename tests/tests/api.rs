@@ -1,12 +1,10 @@
 //! The HTTP API end to end: a real gateway (in-process, real sockets)
 //! against a fake upstream and a fake guard server on 127.0.0.1.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
+use warden_tests::*;
 
 fn assert_error_shape(body: &Value) {
     let e = &body["error"];
