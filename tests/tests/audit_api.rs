@@ -191,33 +191,6 @@ async fn tenant_count(pool: &PgPool, tenant: &str) -> usize {
     n as usize
 }
 
-/// RFC 4180: quoted fields may hold commas, doubled quotes and line breaks.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
-    let mut chars = text.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    assert!(field.is_empty() && row.is_empty(), "the CSV ends mid-row");
-    rows
-}
-
 #[actix_web::test]
 async fn events_are_filtered_and_paged_within_the_tenant() {
     let s = seeded().await;
