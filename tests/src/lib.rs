@@ -80,7 +80,9 @@ async fn fake_chat(req: HttpRequest, body: web::Json<Value>) -> HttpResponse {
             "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
         }));
     }
-    let tool_call = body["tools"].is_array() && user.contains("CALL");
+    // `FORCECALL` calls a tool even when none was offered (a misbehaving model).
+    let tool_call =
+        (body["tools"].is_array() && user.contains("CALL")) || user.contains("FORCECALL");
     let answer = fake_answer(&user);
     if body["stream"] == true {
         let include_usage = body["stream_options"]["include_usage"] == true;

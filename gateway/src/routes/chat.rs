@@ -216,6 +216,9 @@ pub async fn chat_completions(
         Ok(g) => g,
         Err(e) => return Err(failed(&turn, e)),
     };
+    if generated.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) {
+        return Err(failed(&turn, unoffered_calls(&turn)));
+    }
 
     // Output checkpoint.
     let answer = generated.content.clone().unwrap_or_default();
@@ -462,6 +465,10 @@ impl Pump {
             answer.push_str(&item.text);
             if item.is_content && item.text.is_empty() {
                 tool_calls_seen = true;
+                if !tools_offered(&self.req) {
+                    let _ = self.fail(unoffered_calls(&self.turn)).await;
+                    return;
+                }
             }
             let is_content = item.is_content;
             // The gateway writes the usage chunk itself, once, at the end.
@@ -618,12 +625,28 @@ impl ApiError {
     }
 }
 
+/// Whether the request lets the model call tools.
+fn tools_offered(req: &ChatCompletionRequest) -> bool {
+    req.tools.as_ref().is_some_and(|t| !t.is_empty())
+        && req.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
+}
+
 /// The generator's view of a request: the validated body as JSON.
 pub(crate) fn chat_request(req: &ChatCompletionRequest) -> ChatRequest {
     match serde_json::to_value(req) {
         Ok(Value::Object(body)) => ChatRequest::new(body),
         // A struct always serialises to an object.
         _ => ChatRequest::new(serde_json::Map::new()),
+    }
+}
+
+/// The model called tools although the request offered none (no `tools`,
+/// or `tool_choice: "none"`): with no schema to validate them against, the
+/// calls must not reach the caller as if valid.
+fn unoffered_calls(turn: &Turn) -> ApiError {
+    ApiError::InvalidToolCall {
+        errors: vec!["the model called a tool, but the request offered none".into()],
+        warden: Box::new(turn.info()),
     }
 }
 
