@@ -412,13 +412,25 @@ pub fn streamed_text(payloads: &[String]) -> String {
 pub struct TestDb {
     /// Its URL.
     pub url: String,
-    name: String,
+    /// Its name, until it is dropped.
+    name: Option<String>,
 }
 
 /// The server's admin URL.
 pub fn admin_url() -> String {
     std::env::var("WARDEN_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn drop_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
 }
 
 impl TestDb {
@@ -433,19 +445,35 @@ impl TestDb {
             .unwrap();
         let base = admin_url();
         let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-        Self { url, name }
+        Self {
+            url,
+            name: Some(name),
+        }
     }
 
     /// Drops the database.
-    pub async fn drop_db(self) {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut conn)
-        .await;
+    pub async fn drop_db(mut self) {
+        if let Some(name) = self.name.take() {
+            drop_database(&name).await;
+        }
+    }
+}
+
+impl Drop for TestDb {
+    /// A test that failed before `drop_db` still leaves nothing behind. Drop
+    /// cannot await, and may run inside a runtime, so a thread of its own
+    /// with its own runtime does the work.
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        let worker = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_database(&name));
+            }
+        });
+        let _ = worker.join();
     }
 }
 
