@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
 use warden_guard::rules::{BuiltinDetector as GuardDetector, DetectorRule, KeywordRule, RegexRule};
 use warden_guard::{
     classify_with_timeout, BackendKind, CategorySet, ChatMessage, GuardBackend, GuardRequest,
@@ -281,12 +282,14 @@ impl Guards {
         let mut request: Option<Result<GuardRequest, String>> = None;
 
         for entry in &eff.backends {
+            if matches!(entry.backend, BackendRef::Rules) && eff.rules.is_empty() {
+                continue;
+            }
             let started = Instant::now();
+            // Ends with this iteration; filled in once the verdict is known.
+            let span = crate::spans::backend();
             let (name, result) = match &entry.backend {
                 BackendRef::Rules => {
-                    if eff.rules.is_empty() {
-                        continue;
-                    }
                     let result = self.rules_for(eff).map(|rules| {
                         let matches = rules.scan(judged_text);
                         let verdict = RulesBackend::verdict_for(&matches);
@@ -332,6 +335,7 @@ impl Guards {
                                         {
                                             sessions
                                                 .classify(&name, local, req, guard.timeout)
+                                                .instrument(span.clone())
                                                 .await
                                         }
                                         _ => {
@@ -340,6 +344,7 @@ impl Guards {
                                                 req,
                                                 guard.timeout,
                                             )
+                                            .instrument(span.clone())
                                             .await
                                         }
                                     };
@@ -385,7 +390,7 @@ impl Guards {
                             .get(n.as_str())
                             .map_or(BackendKind::Remote, |g| g.backend.kind()),
                     };
-                    report.verdicts.push(VerdictRecord {
+                    let failed = VerdictRecord {
                         backend: name.clone(),
                         kind,
                         model: None,
@@ -393,7 +398,9 @@ impl Guards {
                         score: None,
                         action: None,
                         latency: started.elapsed(),
-                    });
+                    };
+                    crate::spans::backend_done(&span, &failed);
+                    report.verdicts.push(failed);
                     let message = format!("{name}: {message}");
                     match fail_mode {
                         FailMode::FailClosed => {
@@ -419,6 +426,7 @@ impl Guards {
                         .filter_map(|c| decision.categories.get(c).copied())
                         .max()
                 });
+            crate::spans::backend_done(&span, &record);
             report.verdicts.push(record);
             if decision.action() == Some(Action::Block) {
                 break;

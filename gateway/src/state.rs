@@ -292,18 +292,10 @@ impl AppState {
     /// Current gauge values for `/metrics`.
     pub fn gauges(&self) -> Gauges {
         let status = self.policies.status();
-        let (depth, spool) = match &self.audit {
-            Some(a) => {
-                let m = a.metrics();
-                (Some(m.queue_depth), Some(m.spool_bytes))
-            }
-            None => (None, None),
-        };
         Gauges {
             policy_reload_failures: status.reloads_failed,
             policy_reload_failing: !status.last_errors.is_empty(),
-            audit_queue_depth: depth,
-            audit_spool_bytes: spool,
+            audit: self.audit.as_ref().map(AuditHandle::metrics),
             local_queue: self
                 .models
                 .iter()

@@ -642,7 +642,9 @@ async fn models_moderations_health_metrics_openapi() {
         .await
         .unwrap();
     assert!(
-        text.contains("warden_requests_total{route=\"/v1/chat/completions\",status=\"200\"}"),
+        text.contains(
+            "warden_requests_total{route=\"/v1/chat/completions\",status=\"200\",model=\"up\"}"
+        ),
         "{text}"
     );
     assert!(
