@@ -9,6 +9,7 @@ use actix_web::HttpResponse;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use warden_agents::agent::{
     self, AgentProfile, Gate, LoopInput, LoopOutcome, LoopResult, StepRecord, Supervisor,
 };
@@ -188,7 +189,10 @@ pub async fn respond(
 ) -> Result<HttpResponse, ApiError> {
     if req.stream {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
-        actix_web::rt::spawn(stream_turn(turn, plan, req, params, tx));
+        // The request's span stays open (and the parent) until the stream ends.
+        actix_web::rt::spawn(
+            stream_turn(turn, plan, req, params, tx).instrument(tracing::Span::current()),
+        );
         return Ok(sse_response(rx));
     }
     let (mut turn, result) = run_loop(turn, &plan, &req, params, None, None).await;

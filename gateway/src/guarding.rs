@@ -7,16 +7,18 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
 use warden_guard::rules::{BuiltinDetector as GuardDetector, DetectorRule, KeywordRule, RegexRule};
 use warden_guard::{
     classify_with_timeout, BackendKind, CategorySet, ChatMessage, GuardBackend, GuardRequest,
-    RulesBackend, RulesConfig, Verdict,
+    LocalBackend, RulesBackend, RulesConfig, Verdict,
 };
 use warden_policies::document::{BuiltinDetector as PolicyDetector, Matcher};
 use warden_policies::taxonomy::CategoryCode;
 use warden_policies::{Action, BackendRef, Checkpoint, EffectivePolicy, FailMode, Findings};
 
 use crate::openai::VerdictInfo;
+use crate::stream_check::StreamSessions;
 
 /// A configured model backend and its deadline.
 #[derive(Clone)]
@@ -25,6 +27,8 @@ pub struct NamedGuard {
     pub backend: Arc<dyn GuardBackend>,
     /// Deadline of one classification.
     pub timeout: Duration,
+    /// The same backend when it runs in-process, for incremental stream checks.
+    pub local: Option<LocalBackend>,
 }
 
 /// The guard backends of the configuration, and compiled rules per policy.
@@ -253,12 +257,15 @@ impl Guards {
 
     /// Runs checkpoint `cp` on `messages` (whose last message is the one
     /// judged; `judged_text` is its text, which rules scan) under `eff`.
+    /// With `sessions`, output checks on local backends continue the
+    /// stream's incremental sessions instead of judging the whole answer.
     pub async fn check(
         &self,
         eff: &EffectivePolicy,
         cp: Checkpoint,
         messages: &[ChatMessage],
         judged_text: &str,
+        mut sessions: Option<&mut StreamSessions>,
     ) -> CheckReport {
         let mut report = CheckReport {
             checkpoint: cp,
@@ -275,12 +282,14 @@ impl Guards {
         let mut request: Option<Result<GuardRequest, String>> = None;
 
         for entry in &eff.backends {
+            if matches!(entry.backend, BackendRef::Rules) && eff.rules.is_empty() {
+                continue;
+            }
             let started = Instant::now();
+            // Ends with this iteration; filled in once the verdict is known.
+            let span = crate::spans::backend();
             let (name, result) = match &entry.backend {
                 BackendRef::Rules => {
-                    if eff.rules.is_empty() {
-                        continue;
-                    }
                     let result = self.rules_for(eff).map(|rules| {
                         let matches = rules.scan(judged_text);
                         let verdict = RulesBackend::verdict_for(&matches);
@@ -320,13 +329,26 @@ impl Guards {
                             let result = match req {
                                 Err(e) => Err(e.clone()),
                                 Ok(req) => {
-                                    match classify_with_timeout(
-                                        guard.backend.as_ref(),
-                                        req,
-                                        guard.timeout,
-                                    )
-                                    .await
-                                    {
+                                    let classified = match (sessions.as_deref_mut(), &guard.local) {
+                                        (Some(sessions), Some(local))
+                                            if cp == Checkpoint::Output =>
+                                        {
+                                            sessions
+                                                .classify(&name, local, req, guard.timeout)
+                                                .instrument(span.clone())
+                                                .await
+                                        }
+                                        _ => {
+                                            classify_with_timeout(
+                                                guard.backend.as_ref(),
+                                                req,
+                                                guard.timeout,
+                                            )
+                                            .instrument(span.clone())
+                                            .await
+                                        }
+                                    };
+                                    match classified {
                                         Ok(outcome) => {
                                             for c in outcome.verdict.categories() {
                                                 if !findings.model_categories.contains(c) {
@@ -368,7 +390,7 @@ impl Guards {
                             .get(n.as_str())
                             .map_or(BackendKind::Remote, |g| g.backend.kind()),
                     };
-                    report.verdicts.push(VerdictRecord {
+                    let failed = VerdictRecord {
                         backend: name.clone(),
                         kind,
                         model: None,
@@ -376,7 +398,9 @@ impl Guards {
                         score: None,
                         action: None,
                         latency: started.elapsed(),
-                    });
+                    };
+                    crate::spans::backend_done(&span, &failed);
+                    report.verdicts.push(failed);
                     let message = format!("{name}: {message}");
                     match fail_mode {
                         FailMode::FailClosed => {
@@ -402,6 +426,7 @@ impl Guards {
                         .filter_map(|c| decision.categories.get(c).copied())
                         .max()
                 });
+            crate::spans::backend_done(&span, &record);
             report.verdicts.push(record);
             if decision.action() == Some(Action::Block) {
                 break;

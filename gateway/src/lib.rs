@@ -13,5 +13,8 @@ pub mod request_id;
 pub mod routes;
 pub mod secrets;
 pub mod server;
+pub mod spans;
 pub mod state;
+pub mod stream_check;
+pub mod telemetry;
 pub mod turn;

@@ -12,10 +12,26 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use tracing::Instrument;
 
 use crate::state::AppState;
+use crate::telemetry;
 
 /// The request's id, as extracted by handlers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestIdentity(pub String);
+
+/// The configured model (or agent) a request named, for the request
+/// metrics; set by handlers once the name is known to be configured, so
+/// callers cannot grow the label set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLabel(pub String);
+
+/// Labels the request's span and metrics with the configured `model` it
+/// names, and its GenAI operation.
+pub fn label_model(req: &HttpRequest, model: &str, operation: &'static str) {
+    req.extensions_mut().insert(ModelLabel(model.to_owned()));
+    let span = tracing::Span::current();
+    span.record("gen_ai.operation.name", operation);
+    span.record("gen_ai.request.model", model);
+}
 
 /// The header name.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -46,13 +62,26 @@ pub async fn middleware(
         .filter(|v| well_formed(v))
         .map_or_else(fresh, str::to_owned);
     req.extensions_mut().insert(RequestIdentity(id.clone()));
+    // HTTP semantic-convention names, so traces read like any server's;
+    // the rest is filled in by the handler and below once known.
     let span = tracing::info_span!(
         "request",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         request_id = %id,
-        method = %req.method(),
-        path = %req.path()
+        trace_id = tracing::field::Empty,
+        http.request.method = %req.method(),
+        url.path = %req.path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        gen_ai.operation.name = tracing::field::Empty,
+        gen_ai.request.model = tracing::field::Empty,
     );
+    if let Some(trace_id) = telemetry::continue_trace(&span, req.headers()) {
+        span.record("trace_id", trace_id.as_str());
+    }
     let started = Instant::now();
+    let method = req.method().clone();
     let result = next.call(req).instrument(span.clone()).await;
     // Holding a clone of the request here would break routing (actix needs
     // the only reference), so an error that escapes the inner services
@@ -75,13 +104,28 @@ pub async fn middleware(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
+    let elapsed = started.elapsed();
     if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
-        state.metrics.request(&route, status);
+        let model = res.request().extensions().get::<ModelLabel>().cloned();
+        state.metrics.request(
+            &route,
+            status,
+            model.as_ref().map(|m| m.0.as_str()),
+            elapsed,
+        );
+    }
+    span.record("http.response.status_code", i64::from(status));
+    if telemetry::enabled() {
+        span.record("http.route", route.as_str());
+        telemetry::rename(&span, format!("{method} {route}"));
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
     }
     span.in_scope(|| {
         tracing::info!(
             status,
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
             "request done"
         );
     });

@@ -7,7 +7,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use crate::error::{json_error, query_error};
 use crate::routes;
 use crate::state::AppState;
@@ -22,23 +22,6 @@ pub struct Running {
     pub state: web::Data<AppState>,
     /// Resolves when the server stops.
     pub server: actix_web::dev::Server,
-}
-
-/// Sets up logging once: JSON lines (or text) filtered by `RUST_LOG`.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }
 
 /// Builds the state and binds the server (not yet running: await `server`).
@@ -79,8 +62,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 /// Reloads policies on SIGHUP, stops on SIGINT/SIGTERM; runs until stopped.
+/// Logging and tracing are the caller's ([`crate::telemetry::install`]).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging(config.server.log_format);
     let running = start(config).await?;
     tracing::info!(addr = %running.addr, "warden gateway listening");
     let store = Arc::clone(&running.state.policies);

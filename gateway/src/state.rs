@@ -150,7 +150,7 @@ impl AppState {
 
         let mut named = BTreeMap::new();
         for (i, g) in config.guards.iter().enumerate() {
-            let backend: Arc<dyn warden_guard::GuardBackend> = match &g.source {
+            let (backend, local): (Arc<dyn warden_guard::GuardBackend>, _) = match &g.source {
                 GuardSource::Local { path } => {
                     let path = path.clone();
                     let model = tokio::task::spawn_blocking(move || Model::load(&path))
@@ -160,10 +160,9 @@ impl AppState {
                         name: Some(g.name.clone()),
                         ..LocalOptions::new(g.variant)
                     };
-                    Arc::new(
-                        LocalBackend::new(Arc::new(model), options)
-                            .with_context(|| format!("guards[{i}]"))?,
-                    )
+                    let local = LocalBackend::new(Arc::new(model), options)
+                        .with_context(|| format!("guards[{i}]"))?;
+                    (Arc::new(local.clone()), Some(local))
                 }
                 GuardSource::Remote {
                     base_url,
@@ -183,7 +182,8 @@ impl AppState {
                     );
                     rc.timeout = g.timeout();
                     rc.api_key = api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
-                    Arc::new(RemoteBackend::new(rc).with_context(|| format!("guards[{i}]"))?)
+                    let remote = RemoteBackend::new(rc).with_context(|| format!("guards[{i}]"))?;
+                    (Arc::new(remote), None)
                 }
             };
             named.insert(
@@ -191,6 +191,7 @@ impl AppState {
                 NamedGuard {
                     backend,
                     timeout: g.timeout(),
+                    local,
                 },
             );
         }
@@ -295,18 +296,10 @@ impl AppState {
     /// Current gauge values for `/metrics`.
     pub fn gauges(&self) -> Gauges {
         let status = self.policies.status();
-        let (depth, spool) = match &self.audit {
-            Some(a) => {
-                let m = a.metrics();
-                (Some(m.queue_depth), Some(m.spool_bytes))
-            }
-            None => (None, None),
-        };
         Gauges {
             policy_reload_failures: status.reloads_failed,
             policy_reload_failing: !status.last_errors.is_empty(),
-            audit_queue_depth: depth,
-            audit_spool_bytes: spool,
+            audit: self.audit.as_ref().map(AuditHandle::metrics),
             local_queue: self
                 .models
                 .iter()

@@ -1,10 +1,12 @@
 //! A guarded turn: input checkpoint, generation, output checkpoint, with
 //! the `warden` object and the audit events of the request.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tracing::Instrument;
 use warden_agents::agent::{StepRecord, StepStatus};
 use warden_audit::{
     Content, DecisionRecord, Direction, EventBody, GuardVerdictRecord, KeyId, MessageRecord,
@@ -18,7 +20,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::guarding::{CheckReport, Outcome};
 use crate::openai::{ChatCompletionRequest, Message, PolicyInfo, Role, Usage, WardenInfo};
+use crate::spans;
 use crate::state::AppState;
+use crate::stream_check::StreamSessions;
 
 /// The state of one request's guarded turn.
 pub struct Turn {
@@ -28,6 +32,10 @@ pub struct Turn {
     /// The effective policy, fixed for the whole request (shared with the
     /// policy cache when the request adds no categories).
     pub policy: Arc<EffectivePolicy>,
+    /// The model or agent the caller named.
+    pub model: String,
+    /// Audit events handed to the writer (for the hand-off span).
+    events: AtomicU32,
     ctx: Option<Arc<RequestContext>>,
     started: Instant,
     /// Every checkpoint run so far.
@@ -170,7 +178,7 @@ impl Turn {
                         id: policy.id.clone(),
                         version: policy.version.to_string(),
                     }),
-                    trace_id: None,
+                    trace_id: crate::telemetry::current_trace_id(),
                 })),
                 _ => {
                     tracing::warn!("request not audited: an id is not valid for the audit log");
@@ -184,6 +192,8 @@ impl Turn {
             state,
             request_id,
             policy,
+            model: model.to_owned(),
+            events: AtomicU32::new(0),
             ctx,
             started: Instant::now(),
             reports: Vec::new(),
@@ -207,8 +217,14 @@ impl Turn {
 
     fn record(&self, body: EventBody) {
         if let Some(ctx) = &self.ctx {
+            self.events.fetch_add(1, Ordering::Relaxed);
             self.state.record(ctx.event(body));
         }
+    }
+
+    /// Counts a generator's time to its first streamed token.
+    pub fn first_token_at(&self, took: Duration) {
+        self.state.metrics.first_token(&self.model, took);
     }
 
     /// Whether the audit records this request.
@@ -259,26 +275,59 @@ impl Turn {
         messages: &[ChatMessage],
         judged_text: &str,
     ) -> &CheckReport {
+        self.check_with(cp, messages, judged_text, None).await
+    }
+
+    /// [`Turn::check`] for a window of a stream: local backends continue
+    /// the stream's incremental sessions.
+    pub async fn check_window(
+        &mut self,
+        cp: Checkpoint,
+        messages: &[ChatMessage],
+        judged_text: &str,
+        sessions: &mut StreamSessions,
+    ) -> &CheckReport {
+        self.check_with(cp, messages, judged_text, Some(sessions))
+            .await
+    }
+
+    async fn check_with(
+        &mut self,
+        cp: Checkpoint,
+        messages: &[ChatMessage],
+        judged_text: &str,
+        sessions: Option<&mut StreamSessions>,
+    ) -> &CheckReport {
         let started = Instant::now();
+        let span = spans::checkpoint(cp);
         let report = self
             .state
             .guards
-            .check(&self.policy, cp, messages, judged_text)
+            .check(&self.policy, cp, messages, judged_text, sessions)
+            .instrument(span.clone())
             .await;
         let spent = started.elapsed();
         self.guard_time += spent;
         if report.outcome != Outcome::NotRun {
+            spans::checkpoint_done(&span, &report, spent.as_secs_f64() * 1000.0);
             let cats: Vec<String> = report
                 .outcome
                 .categories()
                 .iter()
                 .map(ToString::to_string)
                 .collect();
+            let errors: Vec<&str> = report
+                .verdicts
+                .iter()
+                .filter(|v| v.result.is_err())
+                .map(|v| v.backend.as_str())
+                .collect();
             self.state.metrics.checkpoint(
                 cp.as_str(),
                 report.outcome.word(),
                 &cats,
-                spent.as_micros() as u64,
+                &errors,
+                spent,
             );
         }
         for v in &report.verdicts {
@@ -348,10 +397,12 @@ impl Turn {
     ) {
         self.state
             .metrics
-            .tokens(usage.prompt_tokens, usage.completion_tokens);
+            .tokens(&self.model, usage.prompt_tokens, usage.completion_tokens);
         if !self.audited() {
             return;
         }
+        let span = spans::audit_handoff();
+        let _entered = span.enter();
         let deciding = self.deciding();
         let decision = if error.is_some() && deciding.is_none_or(|r| !r.outcome.refuses()) {
             warden_audit::Decision::Error
@@ -369,6 +420,7 @@ impl Turn {
             Some(Outcome::Failed(e) | Outcome::Unguarded(e)) => Some(e.clone()),
             _ => None,
         });
+        span.record("warden.audit.decision", decision.as_str());
         self.record(EventBody::Decision(DecisionRecord {
             decision,
             checkpoint: deciding.map(|r| audit_checkpoint(r.checkpoint)),
@@ -388,6 +440,10 @@ impl Turn {
                 first_token_us: self.first_token.map(|d| d.as_micros() as u64),
             },
         }));
+        span.record(
+            "warden.audit.events",
+            i64::from(self.events.load(Ordering::Relaxed)),
+        );
     }
 
     /// Records one tool call attempt of the agent loop.

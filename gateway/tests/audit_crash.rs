@@ -4,18 +4,16 @@
 //! the chains verify. The same run checks that no API key, Authorization
 //! value or upstream key appears in any audit table, the spool or the logs.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
 use warden_audit::spool::SPOOL_FILE;
 use warden_audit::store::Record;
 use warden_audit::SealedEvent;
+use warden_tests::*;
 
 /// The upstream key the gateway sends (the fake upstream insists on it).
 const UPSTREAM_KEY: &str = "upstream-secret";

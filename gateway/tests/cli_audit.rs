@@ -4,16 +4,15 @@
 //! months `warden audit verify` still passes.
 
 mod cli_support;
-mod common;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use cli_support::warden;
-use common::TestDb;
 use serde_json::{json, Value};
 use warden_audit::store::{insert_records, Record, StreamRecord};
 use warden_audit::*;
+use warden_tests::{parse_csv, TestDb};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -126,33 +125,6 @@ fn of_tenant<'a>(events: &'a [SealedEvent], tenant: &str) -> Vec<&'a SealedEvent
         .iter()
         .filter(|e| e.tenant_id.as_str() == tenant)
         .collect()
-}
-
-/// RFC 4180: quoted fields may hold commas, doubled quotes and line breaks.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    assert!(field.is_empty() && row.is_empty(), "ends with a line break");
-    rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -389,48 +389,30 @@ fn classify_runs_the_rules_backend() {
     )
     .unwrap();
     let rules = rules.to_str().unwrap();
-    let out = warden(
-        &[
-            "classify",
-            "--backend",
-            "rules",
-            "--rules",
-            rules,
-            "--json",
-            "see TCK-1234",
-        ],
-        "",
-    );
-    let got: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let with_file = |text: &str| {
+        let out = warden(
+            &[
+                "classify",
+                "--backend",
+                "rules",
+                "--rules",
+                rules,
+                "--json",
+                text,
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let got = with_file("see TCK-1234");
     assert_eq!(got["categories"][0]["code"], "S14", "{got}");
-    let out = warden(
-        &[
-            "classify",
-            "--backend",
-            "rules",
-            "--rules",
-            rules,
-            "--json",
-            "about a Nerve Agent",
-        ],
-        "",
-    );
-    let got: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let got = with_file("about a Nerve Agent");
     assert_eq!(got["categories"][0]["code"], "S9", "{got}");
-    let out = warden(
-        &[
-            "classify",
-            "--backend",
-            "rules",
-            "--rules",
-            rules,
-            "an email a@b.example",
-        ],
-        "",
-    );
-    assert_eq!(
-        text(&out.stdout).lines().next(),
-        Some("verdict: safe"),
-        "only the file's rules run"
-    );
+    let got = with_file("an email a@b.example");
+    assert_eq!(got["verdict"], "safe", "only the file's rules run: {got}");
 }

@@ -1,12 +1,10 @@
 //! Keys and the audit log in a real PostgreSQL (a fresh database per test).
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
 use serde_json::{json, Value};
 use sqlx::Row;
+use warden_tests::*;
 
 fn warden(args: &[&str], db: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_warden"))

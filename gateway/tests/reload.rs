@@ -3,13 +3,11 @@
 //! serving; a request in flight finishes under the version it started with;
 //! by file watcher (in-process) and by SIGHUP (the real binary).
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
+use warden_tests::*;
 
 const SWEAR: &str = "fiddlesticks";
 

@@ -7,6 +7,7 @@
 mod conversation;
 mod profile;
 mod run;
+mod spans;
 mod step;
 mod streamed;
 mod supervisor;

@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::conversation::{self, assistant_calls, feedback, step_body};
+use super::spans;
 use super::step::{StepRecord, StepStatus};
 use super::streamed::{read_step, StreamedStep};
 use super::supervisor::{Gate, Supervisor};
@@ -198,6 +200,7 @@ impl<S: Supervisor> State<'_, S> {
                 input.stream.is_some(),
             ));
             let started = Instant::now();
+            let span = spans::generation(input, step);
             let output = match &input.stream {
                 Some(header) => {
                     let read = async {
@@ -207,16 +210,19 @@ impl<S: Supervisor> State<'_, S> {
                             .await?;
                         read_step(rx, input.format, !input.tools.is_empty(), !must_call).await
                     };
-                    until(input.deadline, read).await
+                    until(input.deadline, read).instrument(span.clone()).await
                 }
                 None => until(
                     input.deadline,
                     input.generator.complete(&body, &input.params),
                 )
+                .instrument(span.clone())
                 .await
                 .map(|r| r.map(|g| self.whole(g, input))),
             };
             self.generation_time += started.elapsed();
+            spans::generation_done(&span, &output);
+            drop(span);
             let (text, parsed) = match output {
                 None => return LoopOutcome::Timeout,
                 Some(Err(e)) => return LoopOutcome::Failed(e),
@@ -310,9 +316,24 @@ impl<S: Supervisor> State<'_, S> {
                     });
                     continue;
                 }
+                let span = tracing::info_span!(
+                    "tool.validate",
+                    otel.name = "validate_tool",
+                    otel.status_code = tracing::field::Empty,
+                    gen_ai.tool.name = call.name.as_str(),
+                    gen_ai.tool.call.id = call.id.as_str(),
+                    warden.tool.validation = tracing::field::Empty,
+                );
                 match input.tools.validate(call) {
-                    Ok(v) => valid.push(v),
-                    Err(r) => rejected.push(Refusal::from(r)),
+                    Ok(v) => {
+                        span.record("warden.tool.validation", "valid");
+                        valid.push(v);
+                    }
+                    Err(r) => {
+                        span.record("warden.tool.validation", "invalid");
+                        span.record("otel.status_code", "error");
+                        rejected.push(Refusal::from(r));
+                    }
                 }
             }
             if !rejected.is_empty() {
@@ -418,7 +439,34 @@ impl<S: Supervisor> State<'_, S> {
             for v in valid {
                 let call = v.call().clone();
                 let started = Instant::now();
-                let result = until(input.deadline, input.tools.execute(&v)).await;
+                // GenAI conventions' tool span; arguments and results stay off it.
+                let span = tracing::info_span!(
+                    "tool.execute",
+                    otel.name = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                    gen_ai.operation.name = "execute_tool",
+                    gen_ai.tool.name = call.name.as_str(),
+                    gen_ai.tool.call.id = call.id.as_str(),
+                    warden.tool.outcome = tracing::field::Empty,
+                );
+                if !span.is_disabled() {
+                    span.record("otel.name", format!("execute_tool {}", call.name));
+                }
+                let result = until(input.deadline, input.tools.execute(&v))
+                    .instrument(span.clone())
+                    .await;
+                span.record(
+                    "warden.tool.outcome",
+                    match &result {
+                        None => "timeout",
+                        Some(Err(_)) => "failed",
+                        Some(Ok(_)) => "executed",
+                    },
+                );
+                if !matches!(result, Some(Ok(_))) {
+                    span.record("otel.status_code", "error");
+                }
+                drop(span);
                 let spent = started.elapsed();
                 self.tools_time += spent;
                 let mut rec = StepRecord::new(step, attempt, StepStatus::Executed);

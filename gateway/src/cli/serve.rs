@@ -24,6 +24,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    actix_web::rt::System::new().block_on(crate::server::serve(config))?;
+    let telemetry = match crate::telemetry::install(&config.server, &config.telemetry, |k| {
+        std::env::var(k).ok()
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let served = actix_web::rt::System::new().block_on(crate::server::serve(config));
+    // Outside the runtime: the last spans are flushed with a blocking call.
+    telemetry.shutdown();
+    served?;
     Ok(ExitCode::SUCCESS)
 }

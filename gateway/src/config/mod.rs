@@ -92,6 +92,9 @@ pub struct Config {
     /// Agent profiles callers name in `model`.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
+    /// Traces (OpenTelemetry over OTLP).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[server]`.
@@ -104,6 +107,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Log format: `json` (default) or `text`.
     pub log_format: LogFormat,
+    /// Log filter (`info`, `warn,warden_gateway=debug`, ...); `RUST_LOG` overrides it.
+    pub log_level: String,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +117,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             workers: 0,
             log_format: LogFormat::Json,
+            log_level: "info".into(),
         }
     }
 }
@@ -124,6 +130,46 @@ pub enum LogFormat {
     Json,
     /// Human-readable text.
     Text,
+}
+
+/// `[telemetry]`: OpenTelemetry traces, off unless an endpoint is set
+/// (here or by `OTEL_EXPORTER_OTLP_ENDPOINT`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318` (HTTP) or `:4317` (gRPC).
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`; `OTEL_EXPORTER_OTLP_PROTOCOL` overrides it.
+    pub protocol: OtlpProtocol,
+    /// `service.name` of the spans; `OTEL_SERVICE_NAME` overrides it.
+    pub service_name: String,
+    /// Fraction of new traces kept (a caller's sampled `traceparent` is always followed).
+    pub sample_ratio: f64,
+    /// Put message contents on spans (off: contents never leave through traces).
+    pub record_content: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            service_name: "warden".into(),
+            sample_ratio: 1.0,
+            record_content: false,
+        }
+    }
+}
+
+/// OTLP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP (port 4318 by convention).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// gRPC (port 4317 by convention).
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// `[limits]`.
@@ -591,6 +637,17 @@ impl Config {
     /// Checks what the types cannot; every error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return Err(invalid("telemetry.sample_ratio", "must be between 0 and 1"));
+        }
+        if let Some(e) = &self.telemetry.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(
+                    "telemetry.otlp_endpoint",
+                    format!("{e:?} must be an http:// or https:// URL"),
+                ));
+            }
+        }
         let l = &self.limits;
         for (key, v) in [
             ("limits.max_body_bytes", l.max_body_bytes),

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tracing::{Instrument, Span};
 use warden_guard::ChatMessage;
 use warden_policies::{Checkpoint, Streaming};
 
@@ -19,8 +20,10 @@ use crate::guarding::{redact, Outcome};
 use crate::openai::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Role, Usage, WardenInfo,
 };
-use crate::request_id::RequestIdentity;
+use crate::request_id::{label_model, RequestIdentity};
+use crate::spans;
 use crate::state::AppState;
+use crate::stream_check::StreamSessions;
 use crate::turn::{audit_parameters, guard_messages, input_checkpoint, Turn};
 use warden_agents::{
     ChatRequest, ChunkHeader, GenParams, Generated, Generator, StreamEvent, StreamItem,
@@ -137,6 +140,7 @@ pub async fn chat_completions(
     state: web::Data<AppState>,
     caller: Caller,
     rid: RequestIdentity,
+    http: HttpRequest,
     body: web::Json<ChatCompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let mut req = body.into_inner();
@@ -147,6 +151,7 @@ pub async fn chat_completions(
         .get(agent.as_ref().map_or(&req.model, |a| &a.model))
         .cloned()
         .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
+    label_model(&http, &req.model, "chat");
     if state.audit_refuses() {
         return Err(ApiError::AuditUnavailable);
     }
@@ -208,15 +213,28 @@ pub async fn chat_completions(
     }
 
     let started = Instant::now();
+    let span = spans::generation(&req.model, Some(&params), false);
+    spans::generation_input(&span, &req.messages);
     let result = generator
         .complete(&chat_request(&req), &params)
+        .instrument(span.clone())
         .await
         .map_err(ApiError::from);
     turn.generation_time = started.elapsed();
     let mut generated = match result {
-        Ok(g) => g,
-        Err(e) => return Err(failed(&turn, e)),
+        Ok(g) => {
+            spans::generation_done(&span, g.usage, &g.finish_reason, g.content.as_deref());
+            g
+        }
+        Err(e) => {
+            spans::generation_failed(&span);
+            return Err(failed(&turn, e));
+        }
     };
+    drop(span);
+    if generated.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) {
+        return Err(failed(&turn, unoffered_calls(&turn)));
+    }
 
     // Output checkpoint.
     let answer = generated.content.clone().unwrap_or_default();
@@ -398,7 +416,8 @@ async fn stream(
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     drop(state);
-    actix_web::rt::spawn(pump(turn, req, header, tx, started, events));
+    // The request's span stays open (and the parent) until the stream ends.
+    actix_web::rt::spawn(pump(turn, req, header, tx, started, events).instrument(Span::current()));
     Ok(sse_response(rx))
 }
 
@@ -423,7 +442,10 @@ pub(crate) async fn pump(
         }
     };
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let generation = spans::generation(&req.model, None, true);
+    spans::generation_input(&generation, &req.messages);
     let mut pump = Pump {
+        generation: Some(generation),
         turn,
         req,
         header,
@@ -431,6 +453,8 @@ pub(crate) async fn pump(
         release,
         include_usage,
         started,
+        sessions: StreamSessions::default(),
+        first_seen: false,
     };
     pump.run(events).await;
 }
@@ -452,6 +476,8 @@ pub(crate) fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
 /// Moves a generator's chunks to the caller, holding them back as the
 /// policy's streaming mode says.
 struct Pump {
+    /// The generation's span, until the generator is done.
+    generation: Option<Span>,
     turn: Turn,
     req: ChatCompletionRequest,
     header: ChunkHeader,
@@ -459,6 +485,9 @@ struct Pump {
     release: Release,
     include_usage: bool,
     started: Instant,
+    /// Incremental guard sessions of a windowed stream.
+    sessions: StreamSessions,
+    first_seen: bool,
 }
 
 /// The caller went away.
@@ -470,6 +499,19 @@ impl Pump {
             self.turn.first_token = Some(self.started.elapsed());
         }
         self.tx.send(bytes).await.map_err(|_| Gone)
+    }
+
+    /// The generator's first token: on the span and in the histogram, once.
+    fn first_token(&mut self) {
+        if self.first_seen {
+            return;
+        }
+        self.first_seen = true;
+        let took = self.started.elapsed();
+        if let Some(span) = &self.generation {
+            span.record("warden.time_to_first_token_ms", took.as_secs_f64() * 1000.0);
+        }
+        self.turn.first_token_at(took);
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
@@ -493,11 +535,17 @@ impl Pump {
             let item = match event {
                 Some(StreamEvent::Item(item)) => item,
                 Some(StreamEvent::Failed(e)) => {
+                    if let Some(span) = self.generation.take() {
+                        spans::generation_failed(&span);
+                    }
                     let _ = self.fail(e.into()).await;
                     return;
                 }
                 None => break,
             };
+            if item.is_content && !item.text.is_empty() {
+                self.first_token();
+            }
             // A caller that left stops the generator even while output is held back.
             if self.tx.is_closed() {
                 return self.left(&answer, usage);
@@ -511,6 +559,10 @@ impl Pump {
             answer.push_str(&item.text);
             if item.is_content && item.text.is_empty() {
                 tool_calls_seen = true;
+                if !tools_offered(&self.req) {
+                    let _ = self.fail(unoffered_calls(&self.turn)).await;
+                    return;
+                }
             }
             let is_content = item.is_content;
             // The gateway writes the usage chunk itself, once, at the end.
@@ -552,6 +604,10 @@ impl Pump {
             }
         }
         self.turn.generation_time = self.started.elapsed();
+        if let Some(span) = self.generation.take() {
+            let finish = finish_reason.as_deref().unwrap_or("stop");
+            spans::generation_done(&span, usage, finish, Some(&answer));
+        }
         if self.release != Release::Immediately {
             match self.check(&answer, tool_calls_seen).await {
                 Ok(()) => {
@@ -587,7 +643,15 @@ impl Pump {
             Checkpoint::Output
         };
         // Only the latest check of a stream counts; earlier passes are kept as verdicts.
-        let outcome = self.turn.check(cp, &messages, answer).await.outcome.clone();
+        let report = match self.release {
+            Release::Windowed(_) => {
+                self.turn
+                    .check_window(cp, &messages, answer, &mut self.sessions)
+                    .await
+            }
+            _ => self.turn.check(cp, &messages, answer).await,
+        };
+        let outcome = report.outcome.clone();
         if outcome.refuses() {
             Err(outcome)
         } else {
@@ -659,12 +723,28 @@ impl ApiError {
     }
 }
 
+/// Whether the request lets the model call tools.
+fn tools_offered(req: &ChatCompletionRequest) -> bool {
+    req.tools.as_ref().is_some_and(|t| !t.is_empty())
+        && req.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
+}
+
 /// The generator's view of a request: the validated body as JSON.
 pub(crate) fn chat_request(req: &ChatCompletionRequest) -> ChatRequest {
     match serde_json::to_value(req) {
         Ok(Value::Object(body)) => ChatRequest::new(body),
         // A struct always serialises to an object.
         _ => ChatRequest::new(serde_json::Map::new()),
+    }
+}
+
+/// The model called tools although the request offered none (no `tools`,
+/// or `tool_choice: "none"`): with no schema to validate them against, the
+/// calls must not reach the caller as if valid.
+fn unoffered_calls(turn: &Turn) -> ApiError {
+    ApiError::InvalidToolCall {
+        errors: vec!["the model called a tool, but the request offered none".into()],
+        warden: Box::new(turn.info()),
     }
 }
 

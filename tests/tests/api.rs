@@ -1,12 +1,10 @@
 //! The HTTP API end to end: a real gateway (in-process, real sockets)
 //! against a fake upstream and a fake guard server on 127.0.0.1.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
+use warden_tests::*;
 
 fn assert_error_shape(body: &Value) {
     let e = &body["error"];
@@ -529,6 +527,50 @@ async fn tools_are_passed_to_the_upstream() {
 }
 
 #[actix_web::test]
+async fn tool_calls_nobody_offered_never_reach_the_caller() {
+    let mut setup = Setup::new();
+    setup.policy = default_policy("{mode: windowed, window_tokens: 2}");
+    let gw = setup.start().await;
+    let weather = json!([{"type": "function", "function": {"name": "get_weather",
+                          "parameters": {"type": "object"}}}]);
+    for (extra, stream) in [
+        // No tools at all, whole and streamed.
+        (json!({}), false),
+        (json!({}), true),
+        // Tools offered but `tool_choice: "none"`.
+        (json!({"tools": weather, "tool_choice": "none"}), false),
+        (json!({"tools": weather, "tool_choice": "none"}), true),
+    ] {
+        let mut req = json!({"model": "up", "stream": stream,
+                             "messages": [{"role": "user", "content": "FORCECALL the weather tool"}]});
+        req.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let res = gw.post("/v1/chat/completions", &req).await;
+        let error = if stream {
+            assert_eq!(res.status(), 200);
+            let payloads = sse_payloads(&res.text().await.unwrap());
+            assert!(
+                payloads.iter().all(|p| !p.contains("get_weather")),
+                "{payloads:?}"
+            );
+            assert_eq!(payloads.last().unwrap(), "[DONE]");
+            let error: Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
+            error
+        } else {
+            let body = error_of(res, 502).await;
+            assert!(!body.to_string().contains("get_weather"), "{body}");
+            body
+        };
+        assert_eq!(
+            error["error"]["code"], "invalid_tool_call",
+            "{req}: {error}"
+        );
+    }
+    gw.stop().await;
+}
+
+#[actix_web::test]
 async fn models_moderations_health_metrics_openapi() {
     let setup = Setup::new();
     let gw = setup.start().await;
@@ -600,7 +642,9 @@ async fn models_moderations_health_metrics_openapi() {
         .await
         .unwrap();
     assert!(
-        text.contains("warden_requests_total{route=\"/v1/chat/completions\",status=\"200\"}"),
+        text.contains(
+            "warden_requests_total{route=\"/v1/chat/completions\",status=\"200\",model=\"up\"}"
+        ),
         "{text}"
     );
     assert!(

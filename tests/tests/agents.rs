@@ -2,14 +2,12 @@
 //! against a scripted fake generator, a fake guard and an HTTP tool server,
 //! all on 127.0.0.1.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use common::*;
 use serde_json::{json, Value};
+use warden_tests::*;
 
 /// What the scripted generator and the tool server saw.
 #[derive(Default)]

@@ -1,8 +1,6 @@
-//! Test support: a fake upstream and a fake guard server on 127.0.0.1, a
-//! gateway started in-process from a real `warden.toml`, and throwaway
-//! PostgreSQL databases.
-
-#![allow(dead_code)]
+//! Test support for Warden's end-to-end tests: a fake upstream and a fake
+//! guard server on 127.0.0.1, a gateway started in-process from a real
+//! `warden.toml`, and throwaway PostgreSQL databases.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,7 +80,9 @@ async fn fake_chat(req: HttpRequest, body: web::Json<Value>) -> HttpResponse {
             "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
         }));
     }
-    let tool_call = body["tools"].is_array() && user.contains("CALL");
+    // `FORCECALL` calls a tool even when none was offered (a misbehaving model).
+    let tool_call =
+        (body["tools"].is_array() && user.contains("CALL")) || user.contains("FORCECALL");
     let answer = fake_answer(&user);
     if body["stream"] == true {
         let include_usage = body["stream_options"]["include_usage"] == true;
@@ -252,6 +252,12 @@ pub struct Setup {
     pub database_url: Option<String>,
 }
 
+impl Default for Setup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Setup {
     /// Fake upstream and fake guard running; buffered streaming.
     pub fn new() -> Self {
@@ -406,13 +412,25 @@ pub fn streamed_text(payloads: &[String]) -> String {
 pub struct TestDb {
     /// Its URL.
     pub url: String,
-    name: String,
+    /// Its name, until it is dropped.
+    name: Option<String>,
 }
 
 /// The server's admin URL.
 pub fn admin_url() -> String {
     std::env::var("WARDEN_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn drop_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
 }
 
 impl TestDb {
@@ -427,19 +445,35 @@ impl TestDb {
             .unwrap();
         let base = admin_url();
         let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-        Self { url, name }
+        Self {
+            url,
+            name: Some(name),
+        }
     }
 
     /// Drops the database.
-    pub async fn drop_db(self) {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut conn)
-        .await;
+    pub async fn drop_db(mut self) {
+        if let Some(name) = self.name.take() {
+            drop_database(&name).await;
+        }
+    }
+}
+
+impl Drop for TestDb {
+    /// A test that failed before `drop_db` still leaves nothing behind. Drop
+    /// cannot await, and may run inside a runtime, so a thread of its own
+    /// with its own runtime does the work.
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        let worker = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_database(&name));
+            }
+        });
+        let _ = worker.join();
     }
 }
 
@@ -466,4 +500,32 @@ pub fn replace_file(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp~");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Parses CSV as RFC 4180 writes it (quoted fields, doubled quotes, CRLF or
+/// LF rows): enough to read exports back in tests.
+pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    assert!(field.is_empty() && row.is_empty(), "the CSV ends mid-row");
+    rows
 }

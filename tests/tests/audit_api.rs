@@ -2,15 +2,13 @@
 //! per test): chat requests of two tenants go through the in-process gateway,
 //! then `/v1/audit/*` is read back with each tenant's key.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use warden_tests::*;
 
 /// A second key of tenant `acme` (id `acme-2`).
 const KEY_A2: &str = "sk-test-acme-second-key-42";
@@ -191,33 +189,6 @@ async fn tenant_count(pool: &PgPool, tenant: &str) -> usize {
         .await
         .unwrap();
     n as usize
-}
-
-/// RFC 4180: quoted fields may hold commas, doubled quotes and line breaks.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
-    let mut chars = text.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    assert!(field.is_empty() && row.is_empty(), "the CSV ends mid-row");
-    rows
 }
 
 #[actix_web::test]

@@ -2,10 +2,8 @@
 //! PostgreSQL: a flagged turn's whole story in order, `store_content:
 //! false` keeping digests only, and secrets masked whatever the policy.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
+use warden_tests::*;
 
 /// The audit rows of one request in order: (kind, body).
 async fn story(db: &TestDb, gw: &Gateway, request_id: &str) -> Vec<(String, Value)> {

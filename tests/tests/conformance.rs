@@ -2,20 +2,15 @@
 //! `scripts/test.sh` installs it (`scripts/python-env.sh`) and names the
 //! interpreter in `WARDEN_PYTHON`; without it the test fails.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use warden_tests::*;
 
 #[actix_web::test]
 async fn the_openai_python_client_works_unchanged() {
     let setup = Setup::new();
     let gw = setup.start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/openai_conformance.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_conformance.py");
     let base = gw.base.clone();
     let python = std::env::var("WARDEN_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = tokio::task::spawn_blocking(move || {

@@ -1,10 +1,8 @@
 //! The local engine with the real bundled model (few, short generations:
 //! the machine is slow), and its queue limit.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
+use warden_tests::*;
 
 fn local_setup(queue: usize) -> Option<Setup> {
     if !model_path().exists() {
@@ -77,5 +75,54 @@ async fn a_full_queue_answers_429_with_retry_after() {
     })
     .await;
     assert!(ok, "the engine was not freed after the client left");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_windowed_stream_is_checked_window_by_window_on_a_local_guard() {
+    let Some(mut setup) = local_setup(4) else {
+        return;
+    };
+    setup.extra.push_str(&format!(
+        "[[guards]]\nname = \"local-guard\"\nkind = \"local\"\npath = {:?}\ntimeout_seconds = 300\n",
+        model_path().display().to_string()
+    ));
+    // SmolLM2 rarely writes a verdict: failing open lets every window through
+    // (as `unguarded`), so all of them are checked and released.
+    setup.policy = "id: default\n\
+                    description: Windowed checks on the local guard.\n\
+                    applies_to: default\n\
+                    checkpoints: [output]\n\
+                    backends: [local-guard]\n\
+                    categories: {variant: llama-guard-3-8b}\n\
+                    actions: {default: block}\n\
+                    fail_mode: {output: fail_open}\n\
+                    streaming: {mode: windowed, window_tokens: 2}\n"
+        .to_owned();
+    let gw = setup.start().await;
+    let res = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "up", "stream": true,
+                    "messages": [{"role": "user", "content": "SAY: one two three four five"}]}),
+        )
+        .await;
+    let payloads = sse_payloads(&res.text().await.unwrap());
+    assert_eq!(streamed_text(&payloads), "one two three four five");
+    let warden: Value = payloads
+        .iter()
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .find(|v| v.get("warden").is_some())
+        .expect("a warden chunk")["warden"]
+        .clone();
+    let verdicts = warden["verdicts"].as_array().unwrap();
+    // Five words in windows of two: checks after words 2 and 4, and the last.
+    assert_eq!(verdicts.len(), 3, "{warden}");
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| v["checkpoint"] == "output" && v["backend"] == "local-guard"),
+        "{warden}"
+    );
     gw.stop().await;
 }

@@ -2,10 +2,8 @@
 //! caller: these tests check the loop's guarantees, not its cleverness —
 //! no call that fails its schema ever runs or reaches the client.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
+use warden_tests::*;
 
 fn local_setup() -> Option<Setup> {
     if !model_path().exists() {

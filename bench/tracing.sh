@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Tracing overhead: the gateway benchmark (bench/gateway.sh's setup: release
+# build, rules guard on input and output, audit into PostgreSQL, the shared
+# harness's fake upstream) with OTLP export to a local sink on and off,
+# alternating, at one concurrency; prints the throughput ratio on/off.
+#
+#   bench/tracing.sh [DURATION] [ROUNDS]     # default 8s per run, 2 rounds
+#
+# Env: CONCURRENCY (default 8). Everything runs on 127.0.0.1; every load run
+# is bounded by DURATION (the harness also wraps wrk in `timeout`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-8s}"
+rounds="${2:-2}"
+shared="${SHARED_BENCH:-$PWD/../shared/bench}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
+warden="$CARGO_TARGET_DIR/release/warden"
+sink_port=18318
+
+cargo build --release -p warden-gateway --bin warden
+admin="$(bash scripts/ensure-postgres.sh)"
+db="warden_tracebench_$$"
+psql "$admin" -qc "CREATE DATABASE $db"
+export DATABASE_URL="${admin%/*}/$db"
+"$warden" migrate >/dev/null
+key="$("$warden" keys create --tenant bench --label bench 2>/dev/null)"
+
+gw_pid=""
+sink_pid=""
+report="$(mktemp)"
+stop_gateway() {
+    if [ -n "$gw_pid" ]; then
+        kill "$gw_pid" 2>/dev/null || true
+        wait "$gw_pid" 2>/dev/null || true
+        gw_pid=""
+    fi
+}
+cleanup() {
+    stop_gateway
+    [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null || true
+    "$shared/fake_upstream.sh" stop >/dev/null 2>&1 || true
+    psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+}
+trap cleanup EXIT
+
+"$shared/fake_upstream.sh" start
+python3 bench/otlp_sink.py "$sink_port" "$report" &
+sink_pid=$!
+
+run() { # on|off -> prints rps
+    local mode="$1"
+    if [ "$mode" = on ]; then
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" RUST_LOG=warn \
+            "$warden" serve --config bench/gateway/warden.toml >/tmp/warden-tracebench.log 2>&1 &
+    else
+        RUST_LOG=warn "$warden" serve --config bench/gateway/warden.toml >/tmp/warden-tracebench.log 2>&1 &
+    fi
+    gw_pid=$!
+    for _ in $(seq 100); do
+        curl -fsS http://127.0.0.1:18090/readyz >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    CONCURRENCY="${CONCURRENCY:-8}" WARMUP=2s GW_KEY="$key" GW_PIDS="$gw_pid" \
+        "$shared/gateway_overhead.sh" http://127.0.0.1:18090 fake-model "$duration" 2>/dev/null \
+        | grep -E '^c=' | sed -E 's/.* rps=([0-9.]+).*/\1/'
+    stop_gateway
+}
+
+on_total=0
+off_total=0
+for r in $(seq "$rounds"); do
+    off=$(run off)
+    on=$(run on)
+    echo "round $r: tracing off rps=$off  on rps=$on"
+    off_total=$(echo "$off_total + $off" | bc -l)
+    on_total=$(echo "$on_total + $on" | bc -l)
+done
+kill "$sink_pid" && wait "$sink_pid" 2>/dev/null || true
+sink_pid=""
+cat "$report"
+echo "throughput_ratio_on_off=$(echo "scale=3; $on_total / $off_total" | bc -l)"
