@@ -103,7 +103,7 @@ mod tests {
     }
 
     const DEFAULT: &str =
-        "id: base\ndescription: d\napplies_to: default\ncheckpoints: [input]\nbackends: [rules]\n";
+        "id: base\ndescription: Base.\napplies_to: default\ncheckpoints: [input]\nbackends: [rules]\n";
 
     #[test]
     fn hits_share_one_merge_and_scopes_stay_apart() {
@@ -112,7 +112,7 @@ mod tests {
         write(
             dir.path(),
             "acme.yaml",
-            "id: acme\ndescription: d\napplies_to: {tenant: acme}\ncheckpoints: [output]\n",
+            "id: acme\ndescription: Acme.\napplies_to: {tenant: acme}\ncheckpoints: [output]\n",
         );
         let set = load(dir.path());
         let cache = PolicyCache::new();
@@ -140,7 +140,7 @@ mod tests {
         write(
             dir.path(),
             "base.yaml",
-            "id: base\ndescription: d\napplies_to: default\ncheckpoints: [input, output]\nbackends: [rules]\n",
+            "id: base\ndescription: Base.\napplies_to: default\ncheckpoints: [input, output]\nbackends: [rules]\n",
         );
         let new_set = load(dir.path());
         assert_ne!(old_set.version(), new_set.version());
