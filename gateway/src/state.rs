@@ -27,6 +27,9 @@ use warden_agents::agent::AgentProfile;
 use warden_agents::tools::ToolCallFormat;
 use warden_agents::{Generator, LocalGenerator, UpstreamGenerator};
 
+/// Longest a new turn waits for a backlogged audit writer before a 503.
+pub const ADMISSION_WAIT: Duration = Duration::from_secs(2);
+
 /// Everything handlers share.
 pub struct AppState {
     /// The configuration in force.
@@ -286,11 +289,27 @@ impl AppState {
         }
     }
 
-    /// Whether new turns must be refused because the audit cannot keep up.
-    pub fn audit_refuses(&self) -> bool {
-        self.audit
-            .as_ref()
-            .is_some_and(|a| a.health().refuse_new_turns())
+    /// Admits a new turn as far as the audit is concerned. A writer that is
+    /// only behind (backlog at capacity) makes the turn wait up to
+    /// [`ADMISSION_WAIT`] for it to catch up, turning a burst into latency
+    /// rather than refusals; a writer that cannot store events (or has
+    /// stopped) refuses at once.
+    pub async fn admit_audited_turn(&self) -> Result<(), crate::error::ApiError> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        loop {
+            let health = audit.health();
+            if !health.refuse_new_turns() {
+                return Ok(());
+            }
+            let stuck = health.closed || (health.required && !health.can_make_progress());
+            if stuck || tokio::time::Instant::now() >= deadline {
+                return Err(crate::error::ApiError::AuditUnavailable);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Current gauge values for `/metrics`.

@@ -152,9 +152,7 @@ pub async fn chat_completions(
         .cloned()
         .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
     label_model(&http, &req.model, "chat");
-    if state.audit_refuses() {
-        return Err(ApiError::AuditUnavailable);
-    }
+    state.admit_audited_turn().await?;
     let state: Arc<AppState> = state.into_inner();
     let mut turn = Turn::start(
         Arc::clone(&state),
