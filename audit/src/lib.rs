@@ -45,5 +45,6 @@ pub use retention::{prune, PruneReport};
 pub use schema::{ensure_partitions, migrate, MIGRATOR};
 pub use verify::{verify, ChainBreak, ChainProblem, VerifyReport};
 pub use writer::{
-    AuditHandle, AuditHealth, AuditWriter, FlushReport, SpawnedWriter, WriterConfig, WriterMetrics,
+    AuditHandle, AuditHealth, AuditWriter, Durable, FlushReport, SpawnedWriter, WriterConfig,
+    WriterMetrics,
 };

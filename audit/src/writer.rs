@@ -148,7 +148,8 @@ pub struct WriterMetrics {
 }
 
 enum Item {
-    Event(Box<AuditEvent>),
+    /// An event, and whom to tell once it is durable.
+    Event(Box<AuditEvent>, Option<oneshot::Sender<()>>),
     Policy(PolicyText),
     Flush(oneshot::Sender<FlushReport>),
     Shutdown(oneshot::Sender<FlushReport>),
@@ -191,7 +192,7 @@ pub struct AuditHandle {
 impl std::fmt::Debug for Item {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Item::Event(_) => "Event",
+            Item::Event(..) => "Event",
             Item::Policy(_) => "Policy",
             Item::Flush(_) => "Flush",
             Item::Shutdown(_) => "Shutdown",
@@ -204,12 +205,32 @@ impl AuditHandle {
     /// writer has stopped. Never refuses for lack of space: the gateway
     /// sheds new turns while [`AuditHealth::backlogged`] instead.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.send_event(event, None)
+    }
+
+    /// Hands an event over like [`AuditHandle::record`] and returns what
+    /// resolves once it (and so everything handed over before it) is in
+    /// PostgreSQL or the fsync'd spool: a caller told of a decision after
+    /// that can rely on it surviving a crash.
+    pub fn record_durable(&self, event: AuditEvent) -> Result<Durable, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.send_event(event, Some(tx))?;
+        Ok(Durable(rx))
+    }
+
+    fn send_event(
+        &self,
+        event: AuditEvent,
+        ack: Option<oneshot::Sender<()>>,
+    ) -> Result<(), AuditError> {
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Item::Event(Box::new(event))).map_err(|_| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            self.shared.events_rejected.fetch_add(1, Ordering::Relaxed);
-            AuditError::WriterClosed
-        })
+        self.tx
+            .send(Item::Event(Box::new(event), ack))
+            .map_err(|_| {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.shared.events_rejected.fetch_add(1, Ordering::Relaxed);
+                AuditError::WriterClosed
+            })
     }
 
     /// Stores a policy text (once per id and version; repeats are harmless).
@@ -282,6 +303,46 @@ impl AuditHandle {
 
     fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// Resolves once an event handed over with [`AuditHandle::record_durable`]
+/// is durable.
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<()>);
+
+impl Durable {
+    /// Waits; fails if the writer stopped (or could not seal the event)
+    /// before the event was stored.
+    pub async fn wait(self) -> Result<(), AuditError> {
+        self.0.await.map_err(|_| AuditError::WriterClosed)
+    }
+}
+
+/// Records gathered for storing, and the callers waiting for them.
+#[derive(Debug, Default)]
+struct Batch {
+    records: Vec<Record>,
+    /// Told once every record of the batch is durable.
+    acks: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Tells the waiting callers their events are durable.
+    fn acknowledge(self) {
+        for ack in self.acks {
+            let _ = ack.send(());
+        }
+    }
+
+    /// Puts `earlier` back in front of this batch.
+    fn put_back(&mut self, earlier: Batch) {
+        self.records.splice(0..0, earlier.records);
+        self.acks.splice(0..0, earlier.acks);
     }
 }
 
@@ -372,6 +433,7 @@ struct Writer {
 /// A batch handed to a background insert.
 struct InFlight {
     records: Arc<Vec<Record>>,
+    acks: Vec<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), AuditError>>,
 }
 
@@ -379,7 +441,7 @@ const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 impl Writer {
     async fn run(mut self) {
-        let mut pending: Vec<Record> = Vec::new();
+        let mut pending = Batch::default();
         let mut waiters: Vec<oneshot::Sender<FlushReport>> = Vec::new();
         let mut shutdown: Option<oneshot::Sender<FlushReport>> = None;
         let mut closed = false;
@@ -404,8 +466,8 @@ impl Writer {
                     // Spool or outage path: earlier batches settle first so
                     // the spool keeps the stream's order.
                     self.settle_all(&mut pending).await;
-                    if self.persist(&pending).await {
-                        pending.clear();
+                    if self.persist(&pending.records).await {
+                        std::mem::take(&mut pending).acknowledge();
                     }
                 }
             }
@@ -457,32 +519,41 @@ impl Writer {
         self.spool.is_empty() && self.database_up()
     }
 
-    /// Starts storing `records` on a task of its own.
-    fn dispatch(&mut self, records: Vec<Record>) {
-        let records = Arc::new(records);
-        let (pool, timeout, batch) = (
+    /// Starts storing `batch` on a task of its own.
+    fn dispatch(&mut self, batch: Batch) {
+        let records = Arc::new(batch.records);
+        let (pool, timeout, stored, shared) = (
             self.pool.clone(),
             self.config.db_timeout,
             Arc::clone(&records),
+            Arc::clone(&self.shared),
         );
         let task = tokio::spawn(async move {
-            match tokio::time::timeout(timeout, insert_records(&pool, &batch)).await {
+            let result = match tokio::time::timeout(timeout, insert_records(&pool, &stored)).await {
                 Ok(result) => result.map_err(AuditError::from),
                 Err(_) => Err(AuditError::Database(sqlx::Error::PoolTimedOut)),
-            }
+            };
+            // Wake the writer to settle this batch now: callers may be
+            // waiting for it to be durable.
+            shared.wake.notify_one();
+            result
         });
-        self.in_flight.push_back(InFlight { records, task });
+        self.in_flight.push_back(InFlight {
+            records,
+            acks: batch.acks,
+            task,
+        });
     }
 
     /// Settles the in-flight batches that have already finished, oldest first.
-    async fn settle_finished(&mut self, pending: &mut Vec<Record>) {
+    async fn settle_finished(&mut self, pending: &mut Batch) {
         while self.in_flight.front().is_some_and(|f| f.task.is_finished()) {
             self.settle_oldest(pending).await;
         }
     }
 
     /// Waits for every in-flight batch.
-    async fn settle_all(&mut self, pending: &mut Vec<Record>) {
+    async fn settle_all(&mut self, pending: &mut Batch) {
         while !self.in_flight.is_empty() {
             self.settle_oldest(pending).await;
         }
@@ -490,7 +561,7 @@ impl Writer {
 
     /// Waits for the oldest in-flight batch. A failed one goes to the spool;
     /// if even that fails it goes back to the front of `pending` to be retried.
-    async fn settle_oldest(&mut self, pending: &mut Vec<Record>) {
+    async fn settle_oldest(&mut self, pending: &mut Batch) {
         let Some(flight) = self.in_flight.pop_front() else {
             return;
         };
@@ -498,19 +569,25 @@ impl Writer {
             .task
             .await
             .unwrap_or_else(|e| Err(AuditError::Io(std::io::Error::other(e))));
-        let records = Arc::unwrap_or_clone(flight.records);
+        let batch = Batch {
+            records: Arc::unwrap_or_clone(flight.records),
+            acks: flight.acks,
+        };
         match result {
             Ok(()) => {
                 self.shared.database_up.store(true, Ordering::Relaxed);
                 self.shared
                     .events_written
-                    .fetch_add(count_events(&records), Ordering::Relaxed);
+                    .fetch_add(count_events(&batch.records), Ordering::Relaxed);
+                batch.acknowledge();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "audit database write failed; spooling");
                 self.mark_down();
-                if !self.spool_append(&records) {
-                    pending.splice(0..0, records);
+                if self.spool_append(&batch.records) {
+                    batch.acknowledge();
+                } else {
+                    pending.put_back(batch);
                 }
             }
         }
@@ -530,7 +607,7 @@ impl Writer {
     /// Gathers one batch; returns true when the writer should stop.
     async fn collect(
         &mut self,
-        pending: &mut Vec<Record>,
+        pending: &mut Batch,
         waiters: &mut Vec<oneshot::Sender<FlushReport>>,
         shutdown: &mut Option<oneshot::Sender<FlushReport>>,
     ) -> bool {
@@ -557,6 +634,11 @@ impl Writer {
         let deadline = tokio::time::Instant::now() + self.config.batch_interval;
         let mut buf = Vec::with_capacity(self.config.batch_size);
         while events < self.config.batch_size {
+            // Group commit: a caller waits for this batch, so it goes as
+            // soon as nothing more is queued rather than at the deadline.
+            if !pending.acks.is_empty() && self.rx.is_empty() {
+                break;
+            }
             let limit = self.config.batch_size - events;
             let got = tokio::time::timeout_at(deadline, self.rx.recv_many(&mut buf, limit)).await;
             match got {
@@ -578,21 +660,22 @@ impl Writer {
     fn take(
         &mut self,
         item: Item,
-        pending: &mut Vec<Record>,
+        pending: &mut Batch,
         waiters: &mut Vec<oneshot::Sender<FlushReport>>,
         shutdown: &mut Option<oneshot::Sender<FlushReport>>,
         events: &mut usize,
     ) -> bool {
         match item {
-            Item::Event(event) => {
+            Item::Event(event, ack) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 let event_id = event.event_id;
                 match self.chain.seal(*event) {
                     Ok(sealed) => {
                         if let Some(stream) = self.stream.take() {
-                            pending.push(Record::Stream(stream));
+                            pending.records.push(Record::Stream(stream));
                         }
-                        pending.push(Record::Event(Box::new(sealed)));
+                        pending.records.push(Record::Event(Box::new(sealed)));
+                        pending.acks.extend(ack);
                         *events += 1;
                     }
                     Err(e) => {
@@ -602,7 +685,7 @@ impl Writer {
                 false
             }
             Item::Policy(p) => {
-                pending.push(Record::Policy(p));
+                pending.records.push(Record::Policy(p));
                 false
             }
             Item::Flush(w) => {

@@ -391,7 +391,9 @@ async fn conclude(
         LoopOutcome::Failed(e) => return Err(failed(turn, e.into())),
     };
     turn.record_output(generated.content.as_deref().unwrap_or(""));
-    turn.finish(200, Some(&generated.finish_reason), generated.usage, None);
+    turn.finish(200, Some(&generated.finish_reason), generated.usage, None)
+        .stored()
+        .await?;
     Ok(completion_body(turn, &req.model, generated))
 }
 

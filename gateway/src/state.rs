@@ -262,6 +262,23 @@ impl AppState {
         }
     }
 
+    /// Hands a turn's deciding event to the audit writer; with
+    /// `audit.durable_answers`, returns what resolves once it is stored.
+    pub fn record_decision(&self, event: AuditEvent) -> Option<warden_audit::Durable> {
+        let audit = self.audit.as_ref()?;
+        if !self.config.audit.durable_answers {
+            self.record(event);
+            return None;
+        }
+        match audit.record_durable(event) {
+            Ok(durable) => Some(durable),
+            Err(_) => {
+                self.metrics.audit_dropped();
+                None
+            }
+        }
+    }
+
     /// Hands the text of an effective policy to the audit the first time
     /// this process sees its version (the table keeps one row per version).
     pub fn register_policy(&self, set: &PolicySet, policy: &EffectivePolicy) {

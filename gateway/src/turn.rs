@@ -24,6 +24,24 @@ use crate::spans;
 use crate::state::AppState;
 use crate::stream_check::StreamSessions;
 
+/// A turn's recorded decision; [`Decided::stored`] resolves once it is
+/// durable, so an answer sent after it cannot be lost to a crash.
+#[must_use = "an answer should leave only once its decision is stored"]
+#[derive(Debug)]
+pub struct Decided(Option<warden_audit::Durable>);
+
+impl Decided {
+    /// Waits until the decision is stored (at once when the turn is not
+    /// audited or `audit.durable_answers` is off); a writer that stopped
+    /// first is `audit_unavailable`.
+    pub async fn stored(self) -> Result<(), ApiError> {
+        match self.0 {
+            Some(durable) => durable.wait().await.map_err(|_| ApiError::AuditUnavailable),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The state of one request's guarded turn.
 pub struct Turn {
     state: Arc<AppState>,
@@ -222,6 +240,12 @@ impl Turn {
         }
     }
 
+    fn record_decision(&self, body: EventBody) -> Option<warden_audit::Durable> {
+        let ctx = self.ctx.as_ref()?;
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.state.record_decision(ctx.event(body))
+    }
+
     /// Counts a generator's time to its first streamed token.
     pub fn first_token_at(&self, took: Duration) {
         self.state.metrics.first_token(&self.model, took);
@@ -387,19 +411,20 @@ impl Turn {
         }
     }
 
-    /// Records the final decision and counts tokens.
+    /// Records the final decision and counts tokens; the answer should wait
+    /// for the returned [`Decided`] before it leaves.
     pub fn finish(
         &self,
         http_status: u16,
         finish_reason: Option<&str>,
         usage: Usage,
         error: Option<String>,
-    ) {
+    ) -> Decided {
         self.state
             .metrics
             .tokens(&self.model, usage.prompt_tokens, usage.completion_tokens);
         if !self.audited() {
-            return;
+            return Decided(None);
         }
         let span = spans::audit_handoff();
         let _entered = span.enter();
@@ -421,7 +446,7 @@ impl Turn {
             _ => None,
         });
         span.record("warden.audit.decision", decision.as_str());
-        self.record(EventBody::Decision(DecisionRecord {
+        let durable = self.record_decision(EventBody::Decision(DecisionRecord {
             decision,
             checkpoint: deciding.map(|r| audit_checkpoint(r.checkpoint)),
             categories: deciding_categories(deciding),
@@ -444,6 +469,7 @@ impl Turn {
             "warden.audit.events",
             i64::from(self.events.load(Ordering::Relaxed)),
         );
+        Decided(durable)
     }
 
     /// Records one tool call attempt of the agent loop.

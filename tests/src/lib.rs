@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use warden_gateway::config::Config;
 use warden_gateway::server::start;
 
+pub mod faults;
+
 /// The key the test config knows (by hash).
 pub const KEY: &str = "sk-test-0123456789abcdef";
 /// The admin key of the test config.

@@ -264,3 +264,48 @@ async fn required_audit_refuses_turns_when_nothing_can_take_events() {
     w.task.abort();
     w2.task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_event_is_stored_before_its_wait_resolves() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = writer_config(dir.path());
+    // Only the group commit (a caller waits) can end a batch before this.
+    config.batch_interval = Duration::from_secs(120);
+    let live = AuditWriter::spawn(db.pool.clone(), config).unwrap();
+    let ctx = context("tenant-a", "key-1", "smollm2");
+    let mut events = turn(&ctx, "q", false);
+    let decision = events.pop().unwrap();
+    let mut ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
+    ids.push(decision.event_id);
+    for e in events {
+        live.handle.record(e).unwrap();
+    }
+    let durable = live.handle.record_durable(decision).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), durable.wait())
+        .await
+        .expect("the batch went without waiting for its deadline")
+        .unwrap();
+    // Stored already, with everything handed over before it, in order.
+    assert_eq!(event_ids_in_order(&db, live.handle.stream_id()).await, ids);
+    live.handle.shutdown().await.unwrap();
+
+    // PostgreSQL unreachable: the wait resolves once the event is in the
+    // fsync'd spool.
+    let spool_dir = tempfile::tempdir().unwrap();
+    let dead = AuditWriter::spawn(dead_pool(), writer_config(spool_dir.path())).unwrap();
+    let event = turn(&ctx, "q2", false).pop().unwrap();
+    let id = event.event_id.to_string();
+    dead.handle
+        .record_durable(event)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let spooled = std::fs::read(spool_dir.path().join(SPOOL_FILE)).unwrap();
+    assert!(
+        String::from_utf8_lossy(&spooled).contains(&id),
+        "the event is in the spool"
+    );
+    dead.handle.shutdown().await.unwrap();
+}

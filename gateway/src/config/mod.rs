@@ -262,6 +262,11 @@ pub struct AuditConfig {
     pub spool_dir: PathBuf,
     /// This gateway instance's id in audit streams.
     pub instance_id: String,
+    /// An answer leaves only once its turn's decision is stored (PostgreSQL
+    /// or the fsync'd spool), so a crash loses no acknowledged turn; `false`
+    /// answers at once and stores in the background (the last batch, up to
+    /// 50 ms of turns, is then at risk).
+    pub durable_answers: bool,
 }
 
 impl Default for AuditConfig {
@@ -271,6 +276,7 @@ impl Default for AuditConfig {
             required: false,
             spool_dir: PathBuf::from("state/audit-spool"),
             instance_id: "gateway-1".into(),
+            durable_answers: true,
         }
     }
 }

@@ -173,7 +173,9 @@ pub async fn chat_completions(
         match outcome {
             Outcome::Blocked(_) => {
                 let err = ApiError::ContentFilter(Box::new(turn.info()));
-                turn.finish(400, None, Usage::default(), None);
+                turn.finish(400, None, Usage::default(), None)
+                    .stored()
+                    .await?;
                 return Err(err);
             }
             Outcome::Failed(message) => {
@@ -181,7 +183,9 @@ pub async fn chat_completions(
                     message,
                     warden: Box::new(turn.info()),
                 };
-                turn.finish(503, None, Usage::default(), None);
+                turn.finish(503, None, Usage::default(), None)
+                    .stored()
+                    .await?;
                 return Err(err);
             }
             Outcome::Redacted { spans, .. } => {
@@ -249,7 +253,9 @@ pub async fn chat_completions(
         _ => {}
     }
     turn.record_output(generated.content.as_deref().unwrap_or(""));
-    turn.finish(200, Some(&generated.finish_reason), generated.usage, None);
+    turn.finish(200, Some(&generated.finish_reason), generated.usage, None)
+        .stored()
+        .await?;
     Ok(completion_response(&turn, &req.model, generated))
 }
 
@@ -618,14 +624,22 @@ impl Pump {
                 Err(outcome) => return self.cut(outcome, &answer, usage).await,
             }
         }
-        let _ = self.end(usage).await;
         self.turn.record_output(&answer);
-        self.turn.finish(
+        let decided = self.turn.finish(
             200,
             Some(finish_reason.as_deref().unwrap_or("stop")),
             usage,
             None,
         );
+        // The stream ends only once its decision is stored.
+        match decided.stored().await {
+            Ok(()) => {
+                let _ = self.end(usage).await;
+            }
+            Err(e) => {
+                let _ = self.error_event(e).await;
+            }
+        }
     }
 
     /// Checks the answer so far; the refusing outcome if it does not pass.
@@ -667,11 +681,18 @@ impl Pump {
             json!({"content": format!("\n\n{refusal}")})
         };
         let chunk = self.chunk(delta, Some("content_filter"));
-        if self.send(sse(&chunk)).await.is_ok() {
-            let _ = self.end(usage).await;
-        }
         self.turn.record_output(answer);
-        self.turn.finish(200, Some("content_filter"), usage, None);
+        let decided = self.turn.finish(200, Some("content_filter"), usage, None);
+        if self.send(sse(&chunk)).await.is_ok() {
+            match decided.stored().await {
+                Ok(()) => {
+                    let _ = self.end(usage).await;
+                }
+                Err(e) => {
+                    let _ = self.error_event(e).await;
+                }
+            }
+        }
     }
 
     /// The usage chunk (if asked for), the `warden` chunk and `[DONE]`.
@@ -695,12 +716,18 @@ impl Pump {
 
     /// The generator failed mid-stream: an error event, then `[DONE]`.
     async fn fail(&mut self, e: ApiError) -> Result<(), Gone> {
-        self.turn.finish(
+        // An error is recorded but not waited for: nothing was acknowledged.
+        let _ = self.turn.finish(
             e.status_code_u16(),
             None,
             Usage::default(),
             Some(e.to_string()),
         );
+        self.error_event(e).await
+    }
+
+    /// An error event, then `[DONE]`.
+    async fn error_event(&mut self, e: ApiError) -> Result<(), Gone> {
         let body = serde_json::to_string(&e.body()).unwrap_or_default();
         self.send(sse(&body)).await?;
         self.send(Bytes::from_static(b"data: [DONE]\n\n")).await
@@ -709,7 +736,8 @@ impl Pump {
     /// The caller disconnected; the generator stops when its receiver drops.
     fn left(&self, answer: &str, usage: Usage) {
         self.turn.record_output(answer);
-        self.turn
+        let _ = self
+            .turn
             .finish(499, None, usage, Some("the client disconnected".into()));
     }
 }
@@ -748,7 +776,8 @@ fn unoffered_calls(turn: &Turn) -> ApiError {
 
 /// Records a turn that ended in `e` before any answer, and hands `e` on.
 pub(crate) fn failed(turn: &Turn, e: ApiError) -> ApiError {
-    turn.finish(
+    // Recorded, not waited for: an error acknowledges no decision.
+    let _ = turn.finish(
         e.status_code_u16(),
         None,
         Usage::default(),

@@ -181,7 +181,9 @@ pub async fn moderations(
             },
         });
     }
-    turn.finish(200, None, Default::default(), None);
+    turn.finish(200, None, Default::default(), None)
+        .stored()
+        .await?;
     Ok(HttpResponse::Ok().json(ModerationResponse {
         id: format!("modr-{}", turn.request_id),
         model: if backends.is_empty() {
