@@ -287,7 +287,12 @@ impl Guards {
             }
             let started = Instant::now();
             // Ends with this iteration; filled in once the verdict is known.
-            let span = crate::spans::backend();
+            // The rules take microseconds: their verdict goes on the
+            // checkpoint's span instead of a span of their own.
+            let span = match entry.backend {
+                BackendRef::Rules => tracing::Span::none(),
+                _ => crate::spans::backend(),
+            };
             let (name, result) = match &entry.backend {
                 BackendRef::Rules => {
                     let result = self.rules_for(eff).map(|rules| {

@@ -5,14 +5,15 @@
 use tracing::field::Empty;
 use tracing::Span;
 use warden_agents::GenParams;
-use warden_guard::Verdict;
+use warden_guard::{BackendKind, Verdict};
 use warden_policies::{Action, Checkpoint};
 
 use crate::guarding::{CheckReport, VerdictRecord};
 use crate::openai::Usage;
 use crate::telemetry;
 
-/// A guard checkpoint's span (its backends' spans are its children).
+/// A guard checkpoint's span (its model backends' spans are its children;
+/// the rules' verdict is on it).
 pub fn checkpoint(cp: Checkpoint) -> Span {
     // Static names: nothing is formatted per request.
     let name = match cp {
@@ -31,6 +32,9 @@ pub fn checkpoint(cp: Checkpoint) -> Span {
         warden.guard.backends = Empty,
         warden.guard.score = Empty,
         warden.guard.latency_ms = Empty,
+        warden.guard.rules.verdict = Empty,
+        warden.guard.rules.categories = Empty,
+        warden.guard.rules.action = Empty,
     )
 }
 
@@ -55,12 +59,30 @@ pub fn checkpoint_done(span: &Span, report: &CheckReport, latency_ms: f64) {
         span.record("warden.guard.score", f64::from(s));
     }
     span.record("warden.guard.latency_ms", latency_ms);
+    if let Some(rules) = report
+        .verdicts
+        .iter()
+        .find(|v| v.kind == BackendKind::Rules)
+    {
+        let (verdict, categories) = match &rules.result {
+            Ok(Verdict::Safe) => ("safe", None),
+            Ok(v) => ("unsafe", Some(join(v.categories()))),
+            Err(_) => ("error", None),
+        };
+        span.record("warden.guard.rules.verdict", verdict);
+        if let Some(c) = categories {
+            span.record("warden.guard.rules.categories", c.as_str());
+        }
+        if let Some(a) = rules.action {
+            span.record("warden.guard.rules.action", Action::as_str(a));
+        }
+    }
     if report.outcome.refuses() {
         span.record("otel.status_code", "error");
     }
 }
 
-/// One guard backend's span within a checkpoint.
+/// One model backend's span (local or remote) within a checkpoint.
 pub fn backend() -> Span {
     tracing::info_span!(
         "guard.backend",

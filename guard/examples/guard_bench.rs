@@ -5,7 +5,7 @@
 //!    ([`StreamGuard`]) vs one whole check of the full answer, and vs the
 //!    naive way (a whole check of everything so far at each window).
 //!
-//! Run: `cargo run --release -p warden-guard --example bench [MODEL.gguf]`
+//! Run: `cargo run --release -p warden-guard --example guard_bench [MODEL.gguf]`
 //! (default: the bundled model in `~/.cache/warden/models`). Every figure is
 //! the median of several runs; ratios are computed within the same run.
 
