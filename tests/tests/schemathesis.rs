@@ -22,8 +22,11 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let report = setup.dir.path().join("schemathesis");
     let examples = std::env::var("WARDEN_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "25".into());
     let base = gw.base.clone();
+    std::fs::create_dir_all(&report).unwrap();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
+            // Schemathesis keeps a cache in its working directory.
+            .current_dir(&report)
             .args([script, &base, KEY, report.to_str().unwrap(), &examples])
             .output()
     })
