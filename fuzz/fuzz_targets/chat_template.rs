@@ -37,8 +37,8 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(prompt) = template.render(&input) {
             // Templates may strip the text as Python's str.strip() does
             // (Unicode whitespace and U+001C-U+001F); nothing else goes.
-            let stripped =
-                user.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
+            let stripped = user
+                .trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
             assert!(prompt.contains(stripped), "user text lost");
         }
     }

@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_document(std::path::Path::new("fuzz.yaml"), text);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fuzz.yaml"), text).unwrap();
-    let report = check_dir(dir.path(), &KnownNames::new(["llama-guard"], ["calculator"]));
+    let report = check_dir(
+        dir.path(),
+        &KnownNames::new(["llama-guard"], ["calculator"]),
+    );
     // Every refusal names the file (or, for directory-wide errors, the
     // directory) it is about.
     for error in &report.errors {
