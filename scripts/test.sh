@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: fetches the bundled model, makes sure PostgreSQL
-# answers, then runs the format check, clippy and every test.
+# answers, then runs the format check, clippy, every test and a short
+# bounded run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +22,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== fuzz (bounded; scripts/fuzz.sh 600 runs longer by hand)"
+bash scripts/fuzz.sh "${WARDEN_FUZZ_SECONDS:-20}"
 echo "== quick start"
 WARDEN_BUILD_PROFILE=test bash scripts/quickstart-check.sh

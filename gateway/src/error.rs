@@ -55,6 +55,14 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// The body did not arrive within `limits.body_timeout_seconds`.
+    #[error(
+        "the request body was not received within {limit_seconds} s (limits.body_timeout_seconds)"
+    )]
+    RequestTimeout {
+        /// The limit.
+        limit_seconds: f64,
+    },
     /// The body is not JSON.
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
@@ -157,6 +165,7 @@ impl ApiError {
             Self::BadRequest { code, .. } => ("invalid_request_error", *code),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("payload_too_large")),
             Self::UnsupportedMediaType => ("invalid_request_error", Some("unsupported_media_type")),
+            Self::RequestTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             Self::Forbidden => ("invalid_request_error", Some("insufficient_permissions")),
             Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
@@ -214,6 +223,7 @@ impl ResponseError for ApiError {
             Self::BadRequest { .. } | Self::ContentFilter(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
@@ -238,6 +248,11 @@ impl ResponseError for ApiError {
                 retry_after.as_secs().max(1).to_string(),
             ));
         }
+        if let Self::RequestTimeout { .. } = self {
+            // The rest of the body may still be on its way: never reuse
+            // the connection.
+            res.force_close();
+        }
         if let Self::Unauthorized(_) = self {
             res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
@@ -246,13 +261,24 @@ impl ResponseError for ApiError {
 }
 
 /// Turns actix's JSON extractor errors into API errors.
-pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+pub fn json_error(err: JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
     let api = match &err {
+        JsonPayloadError::Payload(e) if crate::body_timeout::is_timeout(e) => {
+            ApiError::RequestTimeout {
+                limit_seconds: req
+                    .app_data::<actix_web::web::Data<crate::state::AppState>>()
+                    .map_or(0.0, |s| s.config.limits.body_timeout_seconds),
+            }
+        }
         JsonPayloadError::OverflowKnownLength { limit, .. }
         | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit: *limit },
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         JsonPayloadError::Deserialize(e) => from_serde(e),
-        JsonPayloadError::Payload(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit: 0 },
+        JsonPayloadError::Payload(PayloadError::Overflow) => ApiError::PayloadTooLarge {
+            limit: req
+                .app_data::<actix_web::web::Data<crate::state::AppState>>()
+                .map_or(0, |s| s.config.limits.max_body_bytes),
+        },
         other => ApiError::BadRequest {
             message: format!("cannot read the request body: {other}"),
             param: None,

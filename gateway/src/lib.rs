@@ -2,6 +2,7 @@
 
 pub mod agent_turn;
 pub mod auth;
+pub mod body_timeout;
 pub mod cli;
 pub mod config;
 pub mod error;

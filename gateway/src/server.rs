@@ -29,6 +29,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = config.listen_addr()?;
     let workers = config.server.workers;
     let limit = config.limits.max_body_bytes;
+    let header_timeout = config.limits.header_timeout();
     let state = web::Data::new(AppState::build(config).await?);
     let data = state.clone();
     let mut server = HttpServer::new(move || {
@@ -41,11 +42,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             )
             .app_data(web::PayloadConfig::default().limit(limit))
             .app_data(web::QueryConfig::default().error_handler(query_error))
+            .wrap(from_fn(crate::body_timeout::middleware))
             .wrap(from_fn(crate::request_id::middleware))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
     .disable_signals()
+    .client_request_timeout(header_timeout)
     .shutdown_timeout(5);
     if workers > 0 {
         server = server.workers(workers);

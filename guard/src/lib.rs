@@ -29,9 +29,13 @@
 //!
 //! # Untrusted text and special tokens
 //!
-//! Message text goes into the prompt verbatim. Tokenise
-//! [`PromptParts::conversation`] without special-token parsing so that a
-//! message containing `<|eot_id|>` or `<END CONVERSATION>` stays plain text.
+//! Message text goes into the prompt verbatim, except the pieces that spell
+//! the prompt's own structure (block markers such as `<END CONVERSATION>`,
+//! `User:`/`Agent:` labels starting a line, the `<|`/`|>` of special
+//! tokens), which [`structure::neutralize`] rewrites so a message cannot
+//! close the conversation block or forge a turn. Tokenise
+//! [`PromptParts::conversation`] without special-token parsing so that no
+//! message text can become a control token.
 
 pub mod backend;
 pub mod chain;
@@ -44,6 +48,7 @@ pub mod remote;
 pub mod rules;
 pub mod score;
 pub mod stream;
+pub mod structure;
 pub mod verdict;
 
 pub use backend::{

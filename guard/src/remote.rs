@@ -18,6 +18,7 @@ use crate::backend::{
     BackendKind, BoxFuture, GuardBackend, GuardError, GuardOutcome, GuardRequest,
 };
 use crate::prompt::{task_text, CategorySet, GuardRole};
+use crate::structure::neutralize;
 use crate::verdict::{parse_verdict, Verdict};
 
 /// How the guard prompt reaches the server.
@@ -120,7 +121,15 @@ impl RemoteBackend {
                         GuardRole::User => "user",
                         GuardRole::Agent => "assistant",
                     };
-                    json!({ "role": role, "content": m.parts().join("\n") })
+                    // The server renders and tokenises the template itself
+                    // (often with special-token parsing): structure in the
+                    // text is rewritten as in the local prompt.
+                    let parts: Vec<String> = m
+                        .parts()
+                        .iter()
+                        .map(|p| neutralize(p).into_owned())
+                        .collect();
+                    json!({ "role": role, "content": parts.join("\n") })
                 })
                 .collect(),
         }

@@ -188,6 +188,26 @@ pub struct Limits {
     pub local_concurrency: usize,
     /// Local generations waiting per model before 429.
     pub local_queue: usize,
+    /// Seconds a client has to send a request's headers once connected
+    /// (408 and the connection closed beyond).
+    pub header_timeout_seconds: f64,
+    /// Seconds a client has to send a request's whole body, counted from
+    /// the end of its headers (408 in OpenAI's error shape and
+    /// the connection closed beyond): a slow-body client cannot hold a
+    /// worker's connection slot for longer.
+    pub body_timeout_seconds: f64,
+}
+
+impl Limits {
+    /// `header_timeout_seconds` as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_timeout_seconds)
+    }
+
+    /// `body_timeout_seconds` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.body_timeout_seconds)
+    }
 }
 
 impl Default for Limits {
@@ -199,6 +219,8 @@ impl Default for Limits {
             max_tokens: 4096,
             local_concurrency: 1,
             local_queue: 8,
+            header_timeout_seconds: 5.0,
+            body_timeout_seconds: 30.0,
         }
     }
 }
@@ -664,6 +686,17 @@ impl Config {
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            ("limits.header_timeout_seconds", l.header_timeout_seconds),
+            ("limits.body_timeout_seconds", l.body_timeout_seconds),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return Err(invalid(
+                    key,
+                    "must be a number of seconds above 0 (at most 86400)",
+                ));
             }
         }
         if let Some(k) = &self.auth.admin_key {

@@ -550,7 +550,9 @@ pub async fn export(
     };
     let filter = filter.to_filter()?;
     let pool = pool(&state)?.clone();
-    let mut lines = Box::pin(warden_audit::export(pool, tenant(&caller)?, filter, format));
+    // Fused: an empty export ends while the head is read, and the body
+    // must not poll the finished stream again (it panics).
+    let mut lines = Box::pin(warden_audit::export(pool, tenant(&caller)?, filter, format).fuse());
     // Wait for the first row (after CSV's header) so a failing query is still
     // an error status; once the body streams, an error can only cut it short.
     let mut head = Vec::with_capacity(2);

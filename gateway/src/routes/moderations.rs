@@ -59,6 +59,9 @@ pub fn openai_categories(code: CategoryCode) -> &'static [&'static str] {
         (status = 200, body = ModerationResponse),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 408, description = "Body not received within `limits.body_timeout_seconds`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
         (status = 503, description = "A guard failed", body = ErrorBody),
     ),
     security(("bearer" = []))
