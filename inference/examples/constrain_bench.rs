@@ -128,7 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "runs": runs,
             "unconstrained": {"tokens": tokens[0], "tok_s": round(off)},
             "constrained": {"tokens": tokens[1], "tok_s": round(on), "unfinished": unfinished},
-            "ratio": round(on / off * 1000.0) / 1000.0,
+            "ratio": (on / off * 1000.0).round() / 1000.0,
             "mask_us_per_token": round(per_token_us),
             "mask_worst_us": round(worst.as_secs_f64() * 1e6),
             "decode_ms_per_token": round(1000.0 / off * 100.0) / 100.0,
