@@ -83,7 +83,10 @@ print(f"sent={len(rows)} statuses={dict(statuses)} acknowledged={len(acked)} "
 EOF
 psql "$DATABASE_URL" -qc "CREATE TEMP TABLE acked (id text)" \
     -c "\\copy acked FROM '$work/acked'" \
-    -tAc "SELECT 'audited=' || count(*) FILTER (WHERE n = 1) || ' lost=' || count(*) FILTER (WHERE n = 0) || ' duplicated=' || count(*) FILTER (WHERE n > 1) FROM (SELECT a.id, (SELECT count(*) FROM audit_events e WHERE e.request_id = a.id AND e.kind = 'decision') AS n FROM acked a) s"
+    -tAc "WITH d AS (SELECT request_id, count(*) AS n FROM audit_events WHERE kind = 'decision' GROUP BY 1)
+          SELECT 'audited=' || count(*) FILTER (WHERE d.n = 1) || ' lost=' || count(*) FILTER (WHERE d.n IS NULL)
+                 || ' duplicated=' || count(*) FILTER (WHERE d.n > 1)
+          FROM acked a LEFT JOIN d ON d.request_id = a.id"
 "$warden" audit verify | head -c 400; echo
 awk 'NR == 1 {r0 = $2; f0 = $3} {if ($2 > rm) rm = $2; if ($3 > fm) fm = $3; r = $2; f = $3; t = $4}
      END {printf "rss_kib start=%d max=%d end=%d  fds start=%d max=%d end=%d  threads end=%d\n", r0, rm, r, f0, fm, f, t}' \
