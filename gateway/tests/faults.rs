@@ -67,6 +67,36 @@ async fn start(config: &Path, url: &str) -> WardenProcess {
     .await
 }
 
+/// A fault run's parts: a fresh migrated database, a healthy fake upstream
+/// and guard, and the gateway on them (`adjust` changes the set-up first).
+struct Rig {
+    db: TestDb,
+    upstream: FaultyServer,
+    guard: FaultyServer,
+    setup: Setup,
+    gw: WardenProcess,
+}
+
+async fn rig(adjust: impl FnOnce(&mut Setup)) -> Rig {
+    let db = TestDb::create().await;
+    warden_cli(&["migrate"], &db.url);
+    let (upstream, guard) = (
+        FaultyServer::start(Role::Upstream),
+        FaultyServer::start(Role::Guard),
+    );
+    let mut setup = setup(&upstream, &guard, &db.url);
+    adjust(&mut setup);
+    let config = setup.write();
+    let gw = start(&config, &db.url).await;
+    Rig {
+        db,
+        upstream,
+        guard,
+        setup,
+        gw,
+    }
+}
+
 /// Every response is either a completion or an error in OpenAI's shape.
 fn assert_openai_shapes(rows: &[Outcome]) {
     for r in rows {
@@ -281,15 +311,13 @@ async fn postgres_stopped_and_the_gateway_killed_under_load_lose_nothing() {
 #[actix_web::test]
 async fn upstream_killed_slow_and_talking_garbage() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::create().await;
-    warden_cli(&["migrate"], &db.url);
-    let (mut upstream, guard) = (
-        FaultyServer::start(Role::Upstream),
-        FaultyServer::start(Role::Guard),
-    );
-    let setup = setup(&upstream, &guard, &db.url);
-    let config = setup.write();
-    let mut gw = start(&config, &db.url).await;
+    let Rig {
+        db,
+        mut upstream,
+        guard: _guard,
+        setup,
+        mut gw,
+    } = rig(|_| {}).await;
 
     let load = Load::start(&gw.base, KEY, "up", RATE, 26, setup.dir.path());
     let mut phases = Vec::new();
@@ -339,15 +367,13 @@ async fn upstream_killed_slow_and_talking_garbage() {
 #[actix_web::test]
 async fn remote_guard_killed_talking_garbage_and_slow_fails_closed() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::create().await;
-    warden_cli(&["migrate"], &db.url);
-    let (upstream, mut guard) = (
-        FaultyServer::start(Role::Upstream),
-        FaultyServer::start(Role::Guard),
-    );
-    let setup = setup(&upstream, &guard, &db.url);
-    let config = setup.write();
-    let mut gw = start(&config, &db.url).await;
+    let Rig {
+        db,
+        upstream: _upstream,
+        mut guard,
+        setup,
+        mut gw,
+    } = rig(|_| {}).await;
 
     let load = Load::start(&gw.base, KEY, "up", RATE, 25, setup.dir.path());
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -404,16 +430,15 @@ async fn remote_guard_killed_talking_garbage_and_slow_fails_closed() {
 #[actix_web::test]
 async fn a_broken_policy_reload_is_refused_while_the_old_policy_serves() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::create().await;
-    warden_cli(&["migrate"], &db.url);
-    let (upstream, guard) = (
-        FaultyServer::start(Role::Upstream),
-        FaultyServer::start(Role::Guard),
-    );
-    let setup = setup(&upstream, &guard, &db.url);
-    let config = setup.write();
+    // The fakes stay bound: they serve until the test ends.
+    let Rig {
+        db,
+        upstream: _upstream,
+        guard: _guard,
+        setup,
+        mut gw,
+    } = rig(|_| {}).await;
     let file = setup.policy_dir().join("default.yaml");
-    let mut gw = start(&config, &db.url).await;
 
     let load = Load::start(&gw.base, KEY, "up", RATE, 15, setup.dir.path());
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -471,17 +496,18 @@ async fn a_broken_policy_reload_is_refused_while_the_old_policy_serves() {
 #[actix_web::test]
 async fn a_saturated_local_engine_answers_429_and_drains() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::create().await;
-    warden_cli(&["migrate"], &db.url);
-    let (upstream, guard) = (
-        FaultyServer::start(Role::Upstream),
-        FaultyServer::start(Role::Guard),
-    );
-    let mut setup = setup(&upstream, &guard, &db.url);
-    setup.local_model = true;
-    setup.local_queue = 2;
-    let config = setup.write();
-    let mut gw = start(&config, &db.url).await;
+    // The fakes stay bound: they serve until the test ends.
+    let Rig {
+        db,
+        upstream: _upstream,
+        guard: _guard,
+        setup,
+        mut gw,
+    } = rig(|s| {
+        s.local_model = true;
+        s.local_queue = 2;
+    })
+    .await;
 
     // Far more turns a second than one model on one slot can generate.
     let load = Load::start(&gw.base, KEY, "local", 40, 8, setup.dir.path());
