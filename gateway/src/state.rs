@@ -263,20 +263,22 @@ impl AppState {
     }
 
     /// Hands a turn's deciding event to the audit writer; with
-    /// `audit.durable_answers`, returns what resolves once it is stored.
-    pub fn record_decision(&self, event: AuditEvent) -> Option<warden_audit::Durable> {
-        let audit = self.audit.as_ref()?;
+    /// `audit.durable_answers`, returns what resolves once it is stored;
+    /// an error when the writer has stopped and the decision cannot be.
+    pub fn record_decision(
+        &self,
+        event: AuditEvent,
+    ) -> Result<Option<warden_audit::Durable>, warden_audit::AuditError> {
+        let Some(audit) = &self.audit else {
+            return Ok(None);
+        };
         if !self.config.audit.durable_answers {
             self.record(event);
-            return None;
+            return Ok(None);
         }
-        match audit.record_durable(event) {
-            Ok(durable) => Some(durable),
-            Err(_) => {
-                self.metrics.audit_dropped();
-                None
-            }
-        }
+        audit.record_durable(event).map(Some).inspect_err(|_| {
+            self.metrics.audit_dropped();
+        })
     }
 
     /// Hands the text of an effective policy to the audit the first time

@@ -28,7 +28,7 @@ use crate::stream_check::StreamSessions;
 /// durable, so an answer sent after it cannot be lost to a crash.
 #[must_use = "an answer should leave only once its decision is stored"]
 #[derive(Debug)]
-pub struct Decided(Option<warden_audit::Durable>);
+pub struct Decided(Result<Option<warden_audit::Durable>, warden_audit::AuditError>);
 
 impl Decided {
     /// Waits until the decision is stored (at once when the turn is not
@@ -36,8 +36,10 @@ impl Decided {
     /// first is `audit_unavailable`.
     pub async fn stored(self) -> Result<(), ApiError> {
         match self.0 {
-            Some(durable) => durable.wait().await.map_err(|_| ApiError::AuditUnavailable),
-            None => Ok(()),
+            Ok(Some(durable)) => durable.wait().await.map_err(|_| ApiError::AuditUnavailable),
+            Ok(None) => Ok(()),
+            // The writer stopped: the decision was never handed over.
+            Err(_) => Err(ApiError::AuditUnavailable),
         }
     }
 }
@@ -240,8 +242,13 @@ impl Turn {
         }
     }
 
-    fn record_decision(&self, body: EventBody) -> Option<warden_audit::Durable> {
-        let ctx = self.ctx.as_ref()?;
+    fn record_decision(
+        &self,
+        body: EventBody,
+    ) -> Result<Option<warden_audit::Durable>, warden_audit::AuditError> {
+        let Some(ctx) = self.ctx.as_ref() else {
+            return Ok(None);
+        };
         self.events.fetch_add(1, Ordering::Relaxed);
         self.state.record_decision(ctx.event(body))
     }
@@ -424,7 +431,7 @@ impl Turn {
             .metrics
             .tokens(&self.model, usage.prompt_tokens, usage.completion_tokens);
         if !self.audited() {
-            return Decided(None);
+            return Decided(Ok(None));
         }
         let span = spans::audit_handoff();
         let _entered = span.enter();
