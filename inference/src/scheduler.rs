@@ -19,10 +19,11 @@ use std::time::Duration;
 use crate::cache::KvCache;
 use crate::error::InferenceError;
 use crate::generate::{
-    Chooser, Completion, Delta, FinishReason, GenerateOptions, StreamEvent, TextAssembler,
+    Completion, Delta, FinishReason, GenerateOptions, StreamEvent, TextAssembler,
 };
 use crate::llama::{BatchItem, Logits};
 use crate::model::Model;
+use crate::sampling::Sampler;
 use crate::tokenizer::TokenId;
 
 /// Longest piece of a prompt run in one step, so other sequences keep
@@ -298,7 +299,7 @@ impl Drop for Scheduler {
 struct Active {
     cache: KvCache,
     input: Vec<TokenId>,
-    chooser: Chooser,
+    sampler: Sampler,
     text: TextAssembler,
     tokens: Vec<TokenId>,
     options: GenerateOptions,
@@ -385,20 +386,12 @@ impl Worker {
                     cache,
                     ..
                 } = p.request;
-                let chooser = match Chooser::new(&self.model, &options) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // The caller may be gone; then nobody wants the error either.
-                        let _ = p.events.send(StreamEvent::Failed(e.to_string()));
-                        continue;
-                    }
-                };
                 self.active.push(Active {
                     cache: cache.unwrap_or_else(|| self.model.new_cache()),
                     prompt_tokens: prompt.len(),
                     input: prompt,
-                    text: TextAssembler::new(chooser.stop_strings(&options)),
-                    chooser,
+                    sampler: Sampler::new(options.sampling.clone()),
+                    text: TextAssembler::new(options.stop.clone()),
                     tokens: Vec::new(),
                     options,
                     events: p.events,
@@ -450,17 +443,10 @@ impl Worker {
         let mut done = Vec::new();
         let mut i = 0;
         while i < self.active.len() {
-            let a = &mut self.active[i];
+            let a = &self.active[i];
             let next = a.input.len().min(PREFILL_CHUNK);
             if a.tokens.len() >= a.options.max_tokens || a.cache.len() + next > a.cache.max_len() {
-                let reason = match a.chooser.at_limit() {
-                    Ok(reason) => Some(reason),
-                    Err(e) => {
-                        let _ = a.events.send(StreamEvent::Failed(e.to_string()));
-                        None
-                    }
-                };
-                done.push((self.active.swap_remove(i), reason));
+                done.push((self.active.swap_remove(i), Some(FinishReason::Length)));
             } else {
                 i += 1;
             }
@@ -508,18 +494,11 @@ impl Worker {
                     continue;
                 }
             };
-            let token = match a.chooser.choose(row, tokenizer.stop_ids()) {
-                Ok(Some(token)) => token,
-                Ok(None) => {
-                    finished.push((i, Some(FinishReason::Stop)));
-                    continue;
-                }
-                Err(e) => {
-                    let _ = a.events.send(StreamEvent::Failed(e.to_string()));
-                    finished.push((i, None));
-                    continue;
-                }
-            };
+            let token = a.sampler.sample(&row);
+            if tokenizer.stop_ids().contains(&token) {
+                finished.push((i, Some(FinishReason::Stop)));
+                continue;
+            }
             a.tokens.push(token);
             let (text, stopped) = a.text.push(tokenizer.token_bytes(token));
             if a.events
@@ -529,7 +508,7 @@ impl Worker {
                 finished.push((i, None)); // the caller went away
                 continue;
             }
-            if stopped || a.chooser.complete() {
+            if stopped {
                 finished.push((i, Some(FinishReason::Stop)));
             } else {
                 a.input.push(token);
