@@ -6,18 +6,25 @@
 #
 #   bench/tracing.sh [DURATION] [ROUNDS]     # default 8s per run, 2 rounds
 #
-# Env: CONCURRENCY (default 8). Everything runs on 127.0.0.1; every load run
-# is bounded by DURATION (the harness also wraps wrk in `timeout`).
+# Also prints the gateway's CPU time per request (the OTLP export thread
+# included), which varies less than throughput on a shared machine.
+#
+# Env: CONCURRENCY (default 8); WARDEN_BIN overrides the binary (no build
+# then). Everything runs on 127.0.0.1; every load run is bounded by
+# DURATION (the harness also wraps wrk in `timeout`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-8s}"
 rounds="${2:-2}"
 shared="${SHARED_BENCH:-$PWD/../shared/bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
-warden="$CARGO_TARGET_DIR/release/warden"
 sink_port=18318
-
-cargo build --release -p warden-gateway --bin warden
+if [ -n "${WARDEN_BIN:-}" ]; then
+    warden="$WARDEN_BIN"
+else
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
+    cargo build --release -p warden-gateway --bin warden
+    warden="$CARGO_TARGET_DIR/release/warden"
+fi
 admin="$(bash scripts/ensure-postgres.sh)"
 db="warden_tracebench_$$"
 psql "$admin" -qc "CREATE DATABASE $db"
@@ -47,7 +54,7 @@ trap cleanup EXIT
 python3 bench/otlp_sink.py "$sink_port" "$report" &
 sink_pid=$!
 
-run() { # on|off -> prints rps
+run() { # on|off -> prints "rps cpu_us_per_request"
     local mode="$1"
     if [ "$mode" = on ]; then
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" RUST_LOG=warn \
@@ -62,20 +69,25 @@ run() { # on|off -> prints rps
     done
     CONCURRENCY="${CONCURRENCY:-8}" WARMUP=2s GW_KEY="$key" GW_PIDS="$gw_pid" \
         "$shared/gateway_overhead.sh" http://127.0.0.1:18090 fake-model "$duration" 2>/dev/null \
-        | grep -E '^c=' | sed -E 's/.* rps=([0-9.]+).*/\1/'
+        | grep -E '^c=' | sed -E 's/.* rps=([0-9.]+).* gw_cpu_us_per_req=([0-9.]+).*/\1 \2/'
     stop_gateway
 }
 
 on_total=0
 off_total=0
+on_cpu=0
+off_cpu=0
 for r in $(seq "$rounds"); do
-    off=$(run off)
-    on=$(run on)
-    echo "round $r: tracing off rps=$off  on rps=$on"
+    read -r off off_us < <(run off)
+    read -r on on_us < <(run on)
+    echo "round $r: tracing off rps=$off cpu_us_per_req=$off_us  on rps=$on cpu_us_per_req=$on_us"
     off_total=$(echo "$off_total + $off" | bc -l)
     on_total=$(echo "$on_total + $on" | bc -l)
+    off_cpu=$(echo "$off_cpu + $off_us" | bc -l)
+    on_cpu=$(echo "$on_cpu + $on_us" | bc -l)
 done
 kill "$sink_pid" && wait "$sink_pid" 2>/dev/null || true
 sink_pid=""
 cat "$report"
 echo "throughput_ratio_on_off=$(echo "scale=3; $on_total / $off_total" | bc -l)"
+echo "cpu_per_request_ratio_on_off=$(echo "scale=3; $on_cpu / $off_cpu" | bc -l)"
