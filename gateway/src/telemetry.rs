@@ -14,6 +14,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::FilterFn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -220,11 +221,11 @@ pub fn install(
                 .with_level(false)
                 .with_target(false)
                 .with_tracked_inactivity(false)
-                // Only Warden's own spans: events are log lines, and other
-                // crates' spans would say nothing about a turn.
-                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                    m.is_span() && m.target().starts_with("warden")
-                }))
+                // Nothing reads OpenTelemetry's current context (spans find
+                // their parents through tracing's), and activating it cost
+                // a context switch on every enter and exit of a span.
+                .with_context_activation(false)
+                .with_filter(warden_spans())
                 .boxed(),
         );
         telemetry.provider = Some(provider);
@@ -239,6 +240,20 @@ pub fn install(
         RECORD_CONTENT.store(cfg.record_content, Ordering::Relaxed);
     }
     Ok(telemetry)
+}
+
+/// What the OTLP layer sees: Warden's own spans, all at `info`. Events are
+/// log lines, and other crates' spans would say nothing about a turn.
+///
+/// The level bound matters beyond the spans: without it the subscriber's
+/// maximum level is `trace`, and every `log` record of the dependencies
+/// (reqwest, sqlx, mio, actix) below the log level went through the
+/// filters at run time instead of stopping at `log`'s static level check.
+fn warden_spans() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|m| {
+        m.is_span() && *m.level() <= tracing::Level::INFO && m.target().starts_with("warden")
+    })
+    .with_max_level_hint(tracing::Level::INFO)
 }
 
 /// The log lines' layer: JSON objects (or text) written to `writer`.
