@@ -7,7 +7,6 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::Instrument;
 use warden_guard::rules::{BuiltinDetector as GuardDetector, DetectorRule, KeywordRule, RegexRule};
 use warden_guard::{
     classify_with_timeout, BackendKind, CategorySet, ChatMessage, GuardBackend, GuardRequest,
@@ -259,6 +258,7 @@ impl Guards {
     /// judged; `judged_text` is its text, which rules scan) under `eff`.
     /// With `sessions`, output checks on local backends continue the
     /// stream's incremental sessions instead of judging the whole answer.
+    /// Each model backend's span is a child of `checkpoint_span`.
     pub async fn check(
         &self,
         eff: &EffectivePolicy,
@@ -266,6 +266,7 @@ impl Guards {
         messages: &[ChatMessage],
         judged_text: &str,
         mut sessions: Option<&mut StreamSessions>,
+        checkpoint_span: &tracing::Span,
     ) -> CheckReport {
         let mut report = CheckReport {
             checkpoint: cp,
@@ -287,11 +288,13 @@ impl Guards {
             }
             let started = Instant::now();
             // Ends with this iteration; filled in once the verdict is known.
+            // Never entered: a span entered around the call is entered and
+            // left again on every poll, which cost more than the span.
             // The rules take microseconds: their verdict goes on the
             // checkpoint's span instead of a span of their own.
             let span = match entry.backend {
                 BackendRef::Rules => tracing::Span::none(),
-                _ => crate::spans::backend(),
+                _ => crate::spans::backend(checkpoint_span),
             };
             let (name, result) = match &entry.backend {
                 BackendRef::Rules => {
@@ -340,7 +343,6 @@ impl Guards {
                                         {
                                             sessions
                                                 .classify(&name, local, req, guard.timeout)
-                                                .instrument(span.clone())
                                                 .await
                                         }
                                         _ => {
@@ -349,7 +351,6 @@ impl Guards {
                                                 req,
                                                 guard.timeout,
                                             )
-                                            .instrument(span.clone())
                                             .await
                                         }
                                     };

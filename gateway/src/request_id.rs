@@ -28,9 +28,13 @@ pub struct ModelLabel(pub String);
 /// names, and its GenAI operation.
 pub fn label_model(req: &HttpRequest, model: &str, operation: &'static str) {
     req.extensions_mut().insert(ModelLabel(model.to_owned()));
+    // One dispatch for both (each `record` is a trip through every layer).
     let span = tracing::Span::current();
-    span.record("gen_ai.operation.name", operation);
-    span.record("gen_ai.request.model", model);
+    tracing::record_all!(
+        span,
+        gen_ai.operation.name = operation,
+        gen_ai.request.model = model,
+    );
 }
 
 /// The header name.
@@ -63,15 +67,16 @@ pub async fn middleware(
         .map_or_else(fresh, str::to_owned);
     req.extensions_mut().insert(RequestIdentity(id.clone()));
     // HTTP semantic-convention names, so traces read like any server's;
-    // the rest is filled in by the handler and below once known.
+    // the rest is filled in by the handler and below once known. Values
+    // are plain strings: `%` would format each one anew for every layer.
     let span = tracing::info_span!(
         "request",
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        request_id = %id,
+        request_id = id.as_str(),
         trace_id = tracing::field::Empty,
-        http.request.method = %req.method(),
-        url.path = %req.path(),
+        http.request.method = req.method().as_str(),
+        url.path = req.path(),
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
         gen_ai.operation.name = tracing::field::Empty,
@@ -114,13 +119,15 @@ pub async fn middleware(
             elapsed,
         );
     }
-    span.record("http.response.status_code", i64::from(status));
-    if telemetry::enabled() {
-        span.record("http.route", route.as_str());
+    let exporting = telemetry::enabled();
+    tracing::record_all!(
+        span,
+        http.response.status_code = i64::from(status),
+        http.route = exporting.then_some(route.as_str()),
+        otel.status_code = (exporting && status >= 500).then_some("error"),
+    );
+    if exporting {
         telemetry::rename(&span, format!("{method} {route}"));
-        if status >= 500 {
-            span.record("otel.status_code", "error");
-        }
     }
     span.in_scope(|| {
         tracing::info!(

@@ -43,48 +43,45 @@ pub fn checkpoint_done(span: &Span, report: &CheckReport, latency_ms: f64) {
     if span.is_disabled() {
         return;
     }
-    span.record("warden.guard.decision", report.outcome.word());
     let cats = report.outcome.categories();
-    if !cats.is_empty() {
-        span.record("warden.guard.categories", join(cats).as_str());
-    }
+    let categories = (!cats.is_empty()).then(|| join(cats));
     let backends: Vec<&str> = report.verdicts.iter().map(|v| v.backend.as_str()).collect();
-    span.record("warden.guard.backends", backends.join(",").as_str());
-    if let Some(s) = report
+    let score = report
         .verdicts
         .iter()
         .filter_map(|v| v.score)
         .reduce(f32::max)
-    {
-        span.record("warden.guard.score", f64::from(s));
-    }
-    span.record("warden.guard.latency_ms", latency_ms);
-    if let Some(rules) = report
+        .map(f64::from);
+    let rules = report
         .verdicts
         .iter()
-        .find(|v| v.kind == BackendKind::Rules)
-    {
-        let (verdict, categories) = match &rules.result {
-            Ok(Verdict::Safe) => ("safe", None),
-            Ok(v) => ("unsafe", Some(join(v.categories()))),
-            Err(_) => ("error", None),
-        };
-        span.record("warden.guard.rules.verdict", verdict);
-        if let Some(c) = categories {
-            span.record("warden.guard.rules.categories", c.as_str());
-        }
-        if let Some(a) = rules.action {
-            span.record("warden.guard.rules.action", Action::as_str(a));
-        }
-    }
-    if report.outcome.refuses() {
-        span.record("otel.status_code", "error");
-    }
+        .find(|v| v.kind == BackendKind::Rules);
+    let (rules_verdict, rules_categories) = match rules.map(|r| &r.result) {
+        None => (None, None),
+        Some(Ok(Verdict::Safe)) => (Some("safe"), None),
+        Some(Ok(v)) => (Some("unsafe"), Some(join(v.categories()))),
+        Some(Err(_)) => (Some("error"), None),
+    };
+    // One dispatch for all of them: each `record` is a trip through every
+    // layer. `None` values are left out.
+    tracing::record_all!(
+        span,
+        warden.guard.decision = report.outcome.word(),
+        warden.guard.categories = categories.as_deref(),
+        warden.guard.backends = backends.join(",").as_str(),
+        warden.guard.score = score,
+        warden.guard.latency_ms = latency_ms,
+        warden.guard.rules.verdict = rules_verdict,
+        warden.guard.rules.categories = rules_categories.as_deref(),
+        warden.guard.rules.action = rules.and_then(|r| r.action).map(Action::as_str),
+        otel.status_code = report.outcome.refuses().then_some("error"),
+    );
 }
 
 /// One model backend's span (local or remote) within a checkpoint.
-pub fn backend() -> Span {
+pub fn backend(checkpoint: &Span) -> Span {
     tracing::info_span!(
+        parent: checkpoint,
         "guard.backend",
         otel.status_code = Empty,
         otel.status_message = Empty,
@@ -99,78 +96,54 @@ pub fn backend() -> Span {
     )
 }
 
-/// Fills a backend's span from its verdict.
+/// Fills a backend's span from its verdict (in one dispatch, as above).
 pub fn backend_done(span: &Span, v: &VerdictRecord) {
     if span.is_disabled() {
         return;
     }
-    span.record("warden.guard.backend", v.backend.as_str());
-    span.record("warden.guard.kind", v.kind.as_str());
-    if let Some(m) = &v.model {
-        span.record("warden.guard.model", m.as_str());
-    }
-    match &v.result {
-        Ok(Verdict::Safe) => {
-            span.record("warden.guard.verdict", "safe");
-        }
-        Ok(verdict) => {
-            span.record("warden.guard.verdict", "unsafe");
-            span.record(
-                "warden.guard.categories",
-                join(verdict.categories()).as_str(),
-            );
-        }
-        Err(e) => {
-            span.record("warden.guard.verdict", "error");
-            span.record("otel.status_code", "error");
-            span.record("otel.status_message", e.as_str());
-        }
-    }
-    if let Some(s) = v.score {
-        span.record("warden.guard.score", f64::from(s));
-    }
-    if let Some(a) = v.action {
-        span.record("warden.guard.action", Action::as_str(a));
-    }
-    span.record("warden.guard.latency_ms", v.latency.as_secs_f64() * 1000.0);
+    let (verdict, categories, error) = match &v.result {
+        Ok(Verdict::Safe) => ("safe", None, None),
+        Ok(verdict) => ("unsafe", Some(join(verdict.categories())), None),
+        Err(e) => ("error", None, Some(e.as_str())),
+    };
+    tracing::record_all!(
+        span,
+        warden.guard.backend = v.backend.as_str(),
+        warden.guard.kind = v.kind.as_str(),
+        warden.guard.model = v.model.as_deref(),
+        warden.guard.verdict = verdict,
+        warden.guard.categories = categories.as_deref(),
+        warden.guard.score = v.score.map(f64::from),
+        warden.guard.action = v.action.map(Action::as_str),
+        warden.guard.latency_ms = v.latency.as_secs_f64() * 1000.0,
+        otel.status_code = error.map(|_| "error"),
+        otel.status_message = error,
+    );
 }
 
 /// A generation's span: `chat {model}` as the GenAI conventions name it.
 pub fn generation(model: &str, params: Option<&GenParams>, streaming: bool) -> Span {
-    let span = tracing::info_span!(
+    // What is known now goes in at creation: each later `record` is one
+    // more dispatch through every layer. The name is formatted only when
+    // spans are exported (a log line has no use for it).
+    tracing::info_span!(
         "generation",
-        otel.name = Empty,
+        otel.name = telemetry::enabled().then(|| format!("chat {model}")),
         otel.kind = "client",
         otel.status_code = Empty,
         gen_ai.operation.name = "chat",
         gen_ai.request.model = model,
-        gen_ai.request.max_tokens = Empty,
-        gen_ai.request.temperature = Empty,
-        gen_ai.request.top_p = Empty,
-        gen_ai.request.seed = Empty,
+        gen_ai.request.max_tokens = params.map(|p| i64::from(p.max_tokens)),
+        gen_ai.request.temperature = params.and_then(|p| p.temperature).map(f64::from),
+        gen_ai.request.top_p = params.and_then(|p| p.top_p).map(f64::from),
+        gen_ai.request.seed = params.and_then(|p| p.seed),
         gen_ai.request.stream = streaming,
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
         gen_ai.input.messages = Empty,
         gen_ai.output.messages = Empty,
         warden.time_to_first_token_ms = Empty,
-    );
-    if telemetry::enabled() && !span.is_disabled() {
-        span.record("otel.name", format!("chat {model}"));
-    }
-    if let Some(params) = params.filter(|_| !span.is_disabled()) {
-        span.record("gen_ai.request.max_tokens", i64::from(params.max_tokens));
-        if let Some(t) = params.temperature {
-            span.record("gen_ai.request.temperature", f64::from(t));
-        }
-        if let Some(p) = params.top_p {
-            span.record("gen_ai.request.top_p", f64::from(p));
-        }
-        if let Some(s) = params.seed {
-            span.record("gen_ai.request.seed", s);
-        }
-    }
-    span
+    )
 }
 
 /// Fills a generation's span: usage and finish reason (and the answer when
@@ -179,10 +152,10 @@ pub fn generation_done(span: &Span, usage: Usage, finish_reason: &str, answer: O
     if span.is_disabled() {
         return;
     }
-    span.record("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens));
-    span.record(
-        "gen_ai.usage.output_tokens",
-        i64::from(usage.completion_tokens),
+    tracing::record_all!(
+        span,
+        gen_ai.usage.input_tokens = i64::from(usage.prompt_tokens),
+        gen_ai.usage.output_tokens = i64::from(usage.completion_tokens),
     );
     telemetry::set_string_list(span, "gen_ai.response.finish_reasons", &[finish_reason]);
     if let Some(a) = answer.filter(|_| telemetry::record_content()) {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracing::Instrument;
 use warden_agents::agent::{StepRecord, StepStatus};
 use warden_audit::{
     Content, DecisionRecord, Direction, EventBody, GuardVerdictRecord, KeyId, MessageRecord,
@@ -330,12 +329,13 @@ impl Turn {
         sessions: Option<&mut StreamSessions>,
     ) -> &CheckReport {
         let started = Instant::now();
+        // Not entered around the check (that would enter and leave it on
+        // every poll); the backends' spans name it as their parent.
         let span = spans::checkpoint(cp);
         let report = self
             .state
             .guards
-            .check(&self.policy, cp, messages, judged_text, sessions)
-            .instrument(span.clone())
+            .check(&self.policy, cp, messages, judged_text, sessions, &span)
             .await;
         let spent = started.elapsed();
         self.guard_time += spent;
@@ -433,8 +433,9 @@ impl Turn {
         if !self.audited() {
             return Decided(Ok(None));
         }
+        // Open until the hand-off returns; never entered, as nothing
+        // below makes spans of its own.
         let span = spans::audit_handoff();
-        let _entered = span.enter();
         let deciding = self.deciding();
         let decision = if error.is_some() && deciding.is_none_or(|r| !r.outcome.refuses()) {
             warden_audit::Decision::Error
@@ -452,7 +453,7 @@ impl Turn {
             Some(Outcome::Failed(e) | Outcome::Unguarded(e)) => Some(e.clone()),
             _ => None,
         });
-        span.record("warden.audit.decision", decision.as_str());
+        let decision_word = decision.as_str();
         let durable = self.record_decision(EventBody::Decision(DecisionRecord {
             decision,
             checkpoint: deciding.map(|r| audit_checkpoint(r.checkpoint)),
@@ -472,9 +473,10 @@ impl Turn {
                 first_token_us: self.first_token.map(|d| d.as_micros() as u64),
             },
         }));
-        span.record(
-            "warden.audit.events",
-            i64::from(self.events.load(Ordering::Relaxed)),
+        tracing::record_all!(
+            span,
+            warden.audit.decision = decision_word,
+            warden.audit.events = i64::from(self.events.load(Ordering::Relaxed)),
         );
         Decided(durable)
     }

@@ -217,11 +217,12 @@ pub async fn chat_completions(
     }
 
     let started = Instant::now();
+    // Open around the call but not entered: entering would cost a
+    // span switch on every poll of the upstream call.
     let span = spans::generation(&req.model, Some(&params), false);
     spans::generation_input(&span, &req.messages);
     let result = generator
         .complete(&chat_request(&req), &params)
-        .instrument(span.clone())
         .await
         .map_err(ApiError::from);
     turn.generation_time = started.elapsed();
