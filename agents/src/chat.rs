@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use warden_inference::Constraint;
 
 /// A chat request as the caller sent it (already validated by the gateway).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,9 @@ pub struct GenParams {
     pub seed: Option<i64>,
     /// Stop sequences.
     pub stop: Vec<String>,
+    /// Constrained decoding of a local model's output (the agent loop sets
+    /// it for tool calls); upstream generators ignore it.
+    pub constraint: Option<Constraint>,
 }
 
 /// Token usage.

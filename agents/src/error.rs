@@ -21,6 +21,22 @@ pub enum GenerateError {
         /// What is wrong.
         message: String,
     },
+    /// A schema the output must follow uses a feature constrained decoding
+    /// does not implement.
+    #[error("{param}: unsupported JSON Schema feature `{feature}`")]
+    UnsupportedSchema {
+        /// The request field holding the schema.
+        param: &'static str,
+        /// The refused keyword (or `format: <name>`).
+        feature: String,
+    },
+    /// A constrained output was not complete when `max_tokens` ran out; the
+    /// partial output is not returned as if it were valid.
+    #[error("the output did not complete the required format within max_tokens = {max_tokens}")]
+    Unfinished {
+        /// The limit that was reached.
+        max_tokens: usize,
+    },
     /// The upstream could not be reached, answered an error or sent garbage.
     #[error("{0}")]
     BadGateway(String),

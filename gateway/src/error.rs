@@ -143,6 +143,16 @@ impl From<GenerateError> for ApiError {
                 Self::Overloaded { model, retry_after }
             }
             GenerateError::InvalidRequest { param, message } => Self::invalid(param, message),
+            e @ GenerateError::UnsupportedSchema { param, .. } => Self::BadRequest {
+                message: e.to_string(),
+                param: Some(param.into()),
+                code: Some("unsupported_schema_feature"),
+            },
+            e @ GenerateError::Unfinished { .. } => Self::BadRequest {
+                message: format!("{e}; raise max_tokens"),
+                param: Some("max_tokens".into()),
+                code: Some("output_unfinished"),
+            },
             GenerateError::BadGateway(m) => Self::BadGateway(m),
             GenerateError::Timeout(m) => Self::GatewayTimeout(m),
             GenerateError::Internal(m) => Self::Internal(m),

@@ -62,9 +62,12 @@ pub struct ChatCompletionRequest {
     /// Passed to upstreams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f32>,
-    /// Passed to upstreams.
+    /// `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}`,
+    /// `{"type": "json_object"}` or `{"type": "text"}`. Local models are
+    /// constrained to it while generating (a schema feature they cannot
+    /// enforce is a 400 naming it); upstreams get it unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ResponseFormat>)]
     pub response_format: Option<Value>,
     /// Passed to upstreams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,6 +82,46 @@ pub struct ChatCompletionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub logit_bias: Option<Value>,
+}
+
+/// `response_format` (documentation of the accepted shapes; the request
+/// keeps the caller's value as sent so upstreams get it unchanged).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct ResponseFormat {
+    /// `text`, `json_object` or `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: ResponseFormatKind,
+    /// With `json_schema`: the schema the answer must be valid against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+/// The kinds of `response_format`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormatKind {
+    /// Free text (the default).
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against `json_schema.schema`.
+    JsonSchema,
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct JsonSchemaFormat {
+    /// A name for the format.
+    pub name: String,
+    /// What it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The JSON Schema.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+    /// OpenAI's strict mode; local models are always strict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// `stream_options`.

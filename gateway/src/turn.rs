@@ -43,6 +43,11 @@ impl Decided {
     }
 }
 
+/// The first validation error of an audited step whose constrained output
+/// still failed parsing or validation.
+pub const CONSTRAINT_BUG: &str =
+    "constrained decoding bug: the grammar let through a call that fails validation";
+
 /// The state of one request's guarded turn.
 pub struct Turn {
     state: Arc<AppState>,
@@ -492,16 +497,19 @@ impl Turn {
         let mask = |t: &str| self.state.secrets.mask(t).into_owned();
         let validation = match step.status {
             StepStatus::ParseError | StepStatus::UnknownTool | StepStatus::Invalid => {
-                Validation::Invalid {
-                    errors: if step.errors.is_empty() {
-                        step.detail.iter().map(|d| mask(d)).collect()
-                    } else {
-                        step.errors
-                            .iter()
-                            .map(|i| mask(&format!("{}: {}", i.pointer, i.message)))
-                            .collect()
-                    },
+                let mut errors: Vec<String> = if step.errors.is_empty() {
+                    step.detail.iter().map(|d| mask(d)).collect()
+                } else {
+                    step.errors
+                        .iter()
+                        .map(|i| mask(&format!("{}: {}", i.pointer, i.message)))
+                        .collect()
+                };
+                if step.constraint_bug() {
+                    // Audited as what it is: the grammar should have made it impossible.
+                    errors.insert(0, CONSTRAINT_BUG.to_owned());
                 }
+                Validation::Invalid { errors }
             }
             _ => Validation::Valid,
         };

@@ -70,6 +70,9 @@ pub enum InferenceError {
     /// A request does not fit the model (too long, empty, bad token id).
     #[error("{0}")]
     InvalidRequest(String),
+    /// A constraint was refused (unsupported schema) or not met in time.
+    #[error(transparent)]
+    Constrain(#[from] crate::constrain::ConstrainError),
     /// A numeric failure inside candle while running the model.
     #[error("model execution failed: {0}")]
     Compute(#[from] candle_core::Error),

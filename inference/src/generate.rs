@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use crate::cache::KvCache;
+use crate::constrain::{ConstrainError, Constraint, TokenMask};
 use crate::error::Result;
 use crate::llama::Logits;
 use crate::model::Model;
@@ -19,8 +20,11 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     /// Token choice.
     pub sampling: SamplingParams,
-    /// Strings that end generation; the text stops before them.
+    /// Strings that end generation; the text stops before them. Not applied
+    /// under a constraint: there the grammar decides where the output ends.
     pub stop: Vec<String>,
+    /// What the output must be (a JSON Schema, a tool call); `None` samples freely.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateOptions {
@@ -29,6 +33,78 @@ impl Default for GenerateOptions {
             max_tokens: 256,
             sampling: SamplingParams::default(),
             stop: Vec::new(),
+            constraint: None,
+        }
+    }
+}
+
+/// Picks each next token: the sampler, behind the constraint's mask when
+/// there is one. Without a constraint the choice is exactly the sampler's.
+pub(crate) struct Chooser {
+    sampler: Sampler,
+    mask: Option<TokenMask>,
+    max_tokens: usize,
+}
+
+impl Chooser {
+    /// Compiles the options' constraint (refusing unsupported schemas before
+    /// any token is generated).
+    pub(crate) fn new(model: &Model, options: &GenerateOptions) -> Result<Self, ConstrainError> {
+        let mask = match &options.constraint {
+            Some(c) => Some(model.constrain(c)?),
+            None => None,
+        };
+        Ok(Self {
+            sampler: Sampler::new(options.sampling.clone()),
+            mask,
+            max_tokens: options.max_tokens,
+        })
+    }
+
+    /// Stop strings in effect: none under a constraint.
+    pub(crate) fn stop_strings(&self, options: &GenerateOptions) -> Vec<String> {
+        if self.mask.is_some() {
+            Vec::new()
+        } else {
+            options.stop.clone()
+        }
+    }
+
+    /// The next token for this row of logits, or `None` for an end-of-turn token.
+    pub(crate) fn choose(
+        &mut self,
+        mut row: Vec<f32>,
+        stop_ids: &[TokenId],
+    ) -> Result<Option<TokenId>, ConstrainError> {
+        if let Some(mask) = &mut self.mask {
+            mask.apply(&mut row)?;
+        }
+        let token = self.sampler.sample(&row);
+        if stop_ids.contains(&token) {
+            return Ok(None);
+        }
+        if let Some(mask) = &mut self.mask {
+            mask.commit(token)?;
+        }
+        Ok(Some(token))
+    }
+
+    /// Whether a constrained output is complete and nothing but the end may
+    /// follow (saves a forward pass for an end token).
+    pub(crate) fn complete(&self) -> bool {
+        self.mask.as_ref().is_some_and(TokenMask::is_finished)
+    }
+
+    /// The end at the token or context limit: `Length`, unless a constrained
+    /// output is incomplete, which is an error rather than a truncated answer.
+    pub(crate) fn at_limit(&mut self) -> Result<FinishReason, ConstrainError> {
+        let complete = self.mask.as_mut().is_none_or(TokenMask::is_accepting);
+        if complete {
+            Ok(FinishReason::Length)
+        } else {
+            Err(ConstrainError::Unfinished {
+                max_tokens: self.max_tokens,
+            })
         }
     }
 }
@@ -186,26 +262,25 @@ impl Model {
         mut on_delta: impl FnMut(&Delta) -> ControlFlow<()>,
     ) -> Result<Completion> {
         let tokenizer = self.tokenizer();
-        let mut sampler = Sampler::new(options.sampling.clone());
-        let mut text = TextAssembler::new(options.stop.clone());
+        let mut chooser = Chooser::new(self, options)?;
+        let mut text = TextAssembler::new(chooser.stop_strings(options));
         let mut tokens = Vec::new();
         let mut input: Vec<TokenId> = prompt.to_vec();
         let finish = loop {
             if tokens.len() >= options.max_tokens || cache.len() + input.len() > cache.max_len() {
-                break FinishReason::Length;
+                break chooser.at_limit()?;
             }
             let logits = self.forward(&input, cache, Logits::Last)?;
             let row = logits.squeeze(0)?.to_vec1::<f32>()?;
-            let token = sampler.sample(&row);
-            if tokenizer.stop_ids().contains(&token) {
+            let Some(token) = chooser.choose(row, tokenizer.stop_ids())? else {
                 break FinishReason::Stop;
-            }
+            };
             tokens.push(token);
             let (delta, stopped) = text.push(tokenizer.token_bytes(token));
             if on_delta(&Delta { token, text: delta }).is_break() {
                 break FinishReason::Cancelled;
             }
-            if stopped {
+            if stopped || chooser.complete() {
                 break FinishReason::Stop;
             }
             input = vec![token];

@@ -5,6 +5,7 @@
 mod attention;
 pub mod bench;
 pub mod cache;
+pub mod constrain;
 pub mod error;
 pub mod generate;
 pub mod gguf;
@@ -19,6 +20,7 @@ pub mod threads;
 pub mod tokenizer;
 
 pub use cache::KvCache;
+pub use constrain::{CallFormat, ConstrainError, Constraint, ToolSpec};
 pub use error::{InferenceError, Result};
 pub use generate::{Completion, Delta, FinishReason, GenerateOptions, StreamEvent};
 pub use llama::{argmax, logits_rows, BatchItem, LlamaConfig, Logits};

@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 use crate::cache::KvCache;
+use crate::constrain::{ConstrainError, Constraint, ConstraintCompiler, TokenMask};
 use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
 use crate::llama::{BatchItem, Llama, LlamaConfig, Logits};
@@ -20,6 +22,8 @@ pub struct Model {
     llama: Llama,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
+    /// Built on the first constrained request (the token trie costs memory).
+    constraints: OnceLock<Result<ConstraintCompiler, ConstrainError>>,
 }
 
 impl Model {
@@ -60,6 +64,7 @@ impl Model {
             llama,
             tokenizer,
             template,
+            constraints: OnceLock::new(),
         })
     }
 
@@ -167,6 +172,7 @@ impl Model {
             llama,
             tokenizer,
             template,
+            constraints: OnceLock::new(),
         })
     }
 
@@ -183,6 +189,16 @@ impl Model {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// Compiles `constraint` against this model's vocabulary: a fresh token
+    /// mask for one generation, or why the constraint cannot be used.
+    pub fn constrain(&self, constraint: &Constraint) -> Result<TokenMask, ConstrainError> {
+        self.constraints
+            .get_or_init(|| ConstraintCompiler::new(&self.tokenizer))
+            .as_ref()
+            .map_err(Clone::clone)?
+            .start(constraint)
     }
 
     /// The model's own chat template, if it ships one.

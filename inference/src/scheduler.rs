@@ -19,11 +19,10 @@ use std::time::Duration;
 use crate::cache::KvCache;
 use crate::error::InferenceError;
 use crate::generate::{
-    Completion, Delta, FinishReason, GenerateOptions, StreamEvent, TextAssembler,
+    Chooser, Completion, Delta, FinishReason, GenerateOptions, StreamEvent, TextAssembler,
 };
 use crate::llama::{BatchItem, Logits};
 use crate::model::Model;
-use crate::sampling::Sampler;
 use crate::tokenizer::TokenId;
 
 /// Longest piece of a prompt run in one step, so other sequences keep
@@ -299,7 +298,7 @@ impl Drop for Scheduler {
 struct Active {
     cache: KvCache,
     input: Vec<TokenId>,
-    sampler: Sampler,
+    chooser: Chooser,
     text: TextAssembler,
     tokens: Vec<TokenId>,
     options: GenerateOptions,
@@ -386,12 +385,20 @@ impl Worker {
                     cache,
                     ..
                 } = p.request;
+                let chooser = match Chooser::new(&self.model, &options) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The caller may be gone; then nobody wants the error either.
+                        let _ = p.events.send(StreamEvent::Failed(e.to_string()));
+                        continue;
+                    }
+                };
                 self.active.push(Active {
                     cache: cache.unwrap_or_else(|| self.model.new_cache()),
                     prompt_tokens: prompt.len(),
                     input: prompt,
-                    sampler: Sampler::new(options.sampling.clone()),
-                    text: TextAssembler::new(options.stop.clone()),
+                    text: TextAssembler::new(chooser.stop_strings(&options)),
+                    chooser,
                     tokens: Vec::new(),
                     options,
                     events: p.events,
@@ -443,10 +450,17 @@ impl Worker {
         let mut done = Vec::new();
         let mut i = 0;
         while i < self.active.len() {
-            let a = &self.active[i];
+            let a = &mut self.active[i];
             let next = a.input.len().min(PREFILL_CHUNK);
             if a.tokens.len() >= a.options.max_tokens || a.cache.len() + next > a.cache.max_len() {
-                done.push((self.active.swap_remove(i), Some(FinishReason::Length)));
+                let reason = match a.chooser.at_limit() {
+                    Ok(reason) => Some(reason),
+                    Err(e) => {
+                        let _ = a.events.send(StreamEvent::Failed(e.to_string()));
+                        None
+                    }
+                };
+                done.push((self.active.swap_remove(i), reason));
             } else {
                 i += 1;
             }
@@ -494,11 +508,18 @@ impl Worker {
                     continue;
                 }
             };
-            let token = a.sampler.sample(&row);
-            if tokenizer.stop_ids().contains(&token) {
-                finished.push((i, Some(FinishReason::Stop)));
-                continue;
-            }
+            let token = match a.chooser.choose(row, tokenizer.stop_ids()) {
+                Ok(Some(token)) => token,
+                Ok(None) => {
+                    finished.push((i, Some(FinishReason::Stop)));
+                    continue;
+                }
+                Err(e) => {
+                    let _ = a.events.send(StreamEvent::Failed(e.to_string()));
+                    finished.push((i, None));
+                    continue;
+                }
+            };
             a.tokens.push(token);
             let (text, stopped) = a.text.push(tokenizer.token_bytes(token));
             if a.events
@@ -508,7 +529,7 @@ impl Worker {
                 finished.push((i, None)); // the caller went away
                 continue;
             }
-            if stopped {
+            if stopped || a.chooser.complete() {
                 finished.push((i, Some(FinishReason::Stop)));
             } else {
                 a.input.push(token);

@@ -270,6 +270,7 @@ fn the_same_seed_gives_the_same_sampled_text() {
                 seed: Some(seed),
             },
             stop: Vec::new(),
+            constraint: None,
         };
         model
             .generate(&prompt, &options, |_| ControlFlow::Continue(()))

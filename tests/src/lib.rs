@@ -85,7 +85,12 @@ async fn fake_chat(req: HttpRequest, body: web::Json<Value>) -> HttpResponse {
     // `FORCECALL` calls a tool even when none was offered (a misbehaving model).
     let tool_call =
         (body["tools"].is_array() && user.contains("CALL")) || user.contains("FORCECALL");
-    let answer = fake_answer(&user);
+    // `ECHOFORMAT` answers with the `response_format` the upstream received.
+    let answer = if user.contains("ECHOFORMAT") {
+        body["response_format"].to_string()
+    } else {
+        fake_answer(&user)
+    };
     if body["stream"] == true {
         let include_usage = body["stream_options"]["include_usage"] == true;
         let mut frames: Vec<String> = Vec::new();

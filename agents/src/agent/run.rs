@@ -19,6 +19,7 @@ use crate::tools::{
     parse_openai_tool_calls, parse_output, tool_result_message, Parsed, Rejected, ToolCall,
     ToolCallFormat, ToolSet, ValidCall, ValidationIssue,
 };
+use warden_inference::{CallFormat, Constraint, ToolSpec as InferenceToolSpec};
 
 /// The notice a model sees instead of a tool result the guard refused.
 pub const RESULT_BLOCKED_NOTICE: &str =
@@ -111,6 +112,7 @@ pub struct LoopResult {
 pub async fn run<S: Supervisor>(input: LoopInput<'_>, sup: &mut S) -> LoopResult {
     let mut state = State {
         sup,
+        constrained: false,
         answer: None,
         steps: Vec::new(),
         usage: Usage::default(),
@@ -129,6 +131,8 @@ pub async fn run<S: Supervisor>(input: LoopInput<'_>, sup: &mut S) -> LoopResult
 
 struct State<'s, S> {
     sup: &'s mut S,
+    /// Whether the current step's output was generated under a grammar.
+    constrained: bool,
     /// The last whole generation, kept in case it is the final answer.
     answer: Option<Generated>,
     steps: Vec<StepRecord>,
@@ -171,9 +175,58 @@ impl<S: Supervisor> State<'_, S> {
         }
     }
 
-    fn record(&mut self, step: StepRecord) {
+    fn record(&mut self, mut step: StepRecord) {
+        step.constrained = self.constrained;
+        if step.constraint_bug() {
+            // The grammar should have made this impossible: validation caught
+            // it (defence in depth), and the audit records it as a bug.
+            tracing::error!(
+                step = step.step,
+                status = ?step.status,
+                tool = step.tool.as_deref().unwrap_or(""),
+                "a constrained tool call failed parsing or validation"
+            );
+        }
         self.sup.record(&step);
         self.steps.push(step);
+    }
+
+    /// The generation settings of one step: for a local model with tools,
+    /// its calls constrained to the tools' schemas (a call only when one is
+    /// required, else text or a call), when the model's grammar compiler
+    /// accepts them.
+    fn step_params(&mut self, input: &LoopInput<'_>, must_call: bool) -> GenParams {
+        let mut params = input.params.clone();
+        self.constrained = false;
+        let Some(format) = input.format.filter(|_| !input.tools.is_empty()) else {
+            return params;
+        };
+        let tools: Vec<InferenceToolSpec> = input
+            .tools
+            .specs()
+            .map(|s| InferenceToolSpec {
+                name: s.name.clone(),
+                parameters: s.parameters.clone(),
+            })
+            .collect();
+        let format = match format {
+            ToolCallFormat::Llama31 => CallFormat::Llama31,
+            ToolCallFormat::SmolLm2 => CallFormat::SmolLm2,
+        };
+        let constraint = if must_call {
+            Constraint::ToolCall { tools, format }
+        } else {
+            Constraint::TextOrToolCall { tools, format }
+        };
+        if input.generator.can_constrain(&constraint) {
+            params.constraint = Some(constraint);
+            self.constrained = true;
+        } else {
+            tracing::warn!(
+                "tool schemas use features constrained decoding lacks: calls are only validated"
+            );
+        }
+        params
     }
 
     async fn drive(&mut self, input: &LoopInput<'_>) -> LoopOutcome {
@@ -199,6 +252,7 @@ impl<S: Supervisor> State<'_, S> {
                 local,
                 input.stream.is_some(),
             ));
+            let params = self.step_params(input, must_call);
             let started = Instant::now();
             let span = spans::generation(input, step);
             let output = match &input.stream {
@@ -206,19 +260,16 @@ impl<S: Supervisor> State<'_, S> {
                     let read = async {
                         let rx = input
                             .generator
-                            .stream(&body, &input.params, header.clone())
+                            .stream(&body, &params, header.clone())
                             .await?;
                         read_step(rx, input.format, !input.tools.is_empty(), !must_call).await
                     };
                     until(input.deadline, read).instrument(span.clone()).await
                 }
-                None => until(
-                    input.deadline,
-                    input.generator.complete(&body, &input.params),
-                )
-                .instrument(span.clone())
-                .await
-                .map(|r| r.map(|g| self.whole(g, input))),
+                None => until(input.deadline, input.generator.complete(&body, &params))
+                    .instrument(span.clone())
+                    .await
+                    .map(|r| r.map(|g| self.whole(g, input))),
             };
             self.generation_time += started.elapsed();
             spans::generation_done(&span, &output);

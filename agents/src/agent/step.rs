@@ -68,6 +68,9 @@ pub struct StepRecord {
     /// Executor time in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
+    /// The output was generated under a grammar of the tools' schemas.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub constrained: bool,
 }
 
 impl StepRecord {
@@ -85,6 +88,17 @@ impl StepRecord {
             result: None,
             raw: None,
             latency_us: None,
+            constrained: false,
         }
+    }
+
+    /// A constrained output that still failed parsing or validation: the
+    /// grammar let through what it should have made impossible (a bug).
+    pub fn constraint_bug(&self) -> bool {
+        self.constrained
+            && matches!(
+                self.status,
+                StepStatus::ParseError | StepStatus::UnknownTool | StepStatus::Invalid
+            )
     }
 }

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 use warden_inference::template::RenderInput;
 use warden_inference::{
-    Completion, FinishReason, GenerateOptions, InferenceError, Model, SamplingParams,
+    Completion, ConstrainError, Constraint, FinishReason, GenerateOptions, InferenceError, Model,
+    SamplingParams,
 };
 
 use super::StreamEvent;
@@ -66,6 +67,12 @@ impl LocalGenerator {
         self.admitted.load(Ordering::Acquire)
     }
 
+    /// Whether this model can generate under `constraint` (its schemas use
+    /// only features the grammar compiler implements).
+    pub fn can_constrain(&self, constraint: &Constraint) -> Result<(), ConstrainError> {
+        self.model.constrain(constraint).map(drop)
+    }
+
     fn admit(&self) -> Result<Ticket, GenerateError> {
         let before = self.admitted.fetch_add(1, Ordering::AcqRel);
         let ticket = Ticket(Arc::clone(&self.admitted));
@@ -108,6 +115,19 @@ impl LocalGenerator {
             },
             other => GenerateError::Internal(other.to_string()),
         })?;
+        // The loop's tool-call constraint, else the caller's `response_format`
+        // (refused with a 400 naming the feature when it cannot be compiled).
+        let constraint = match &params.constraint {
+            Some(c) => Some(c.clone()),
+            None => match response_format(req.body())? {
+                Some(c) => {
+                    self.can_constrain(&c)
+                        .map_err(|e| refused("response_format", e))?;
+                    Some(c)
+                }
+                None => None,
+            },
+        };
         let options = GenerateOptions {
             max_tokens: params.max_tokens as usize,
             sampling: SamplingParams {
@@ -117,6 +137,7 @@ impl LocalGenerator {
                 seed: params.seed.map(|s| s as u64),
             },
             stop: params.stop.clone(),
+            constraint,
         };
         Ok((prompt, options))
     }
@@ -159,7 +180,7 @@ impl LocalGenerator {
         })
         .await
         .map_err(|e| GenerateError::Internal(format!("generation panicked: {e}")))?
-        .map_err(|e| GenerateError::Internal(e.to_string()))?;
+        .map_err(failure)?;
         Ok(Generated {
             content: Some(done.text.clone()),
             tool_calls: None,
@@ -233,11 +254,65 @@ impl LocalGenerator {
                         usage: Some(usage(&done)),
                     })
                 }
-                Err(e) => StreamEvent::Failed(GenerateError::Internal(e.to_string())),
+                Err(e) => StreamEvent::Failed(failure(e)),
             };
             let _ = tx.blocking_send(event);
         });
         Ok(rx)
+    }
+}
+
+/// The constraint OpenAI's `response_format` asks for: `json_object`, or
+/// `json_schema` with its `schema`; `None` for `text` or no format.
+fn response_format(
+    body: &serde_json::Map<String, Value>,
+) -> Result<Option<Constraint>, GenerateError> {
+    let bad = |message: &str| GenerateError::InvalidRequest {
+        param: "response_format",
+        message: message.to_owned(),
+    };
+    let Some(format) = body.get("response_format").filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::JsonObject)),
+        Some("json_schema") => match format.pointer("/json_schema/schema") {
+            Some(schema @ (Value::Object(_) | Value::Bool(_))) => {
+                Ok(Some(Constraint::JsonSchema(schema.clone())))
+            }
+            Some(_) => Err(bad(
+                "response_format.json_schema.schema must be a JSON Schema object",
+            )),
+            None => Err(bad("response_format.json_schema.schema is required")),
+        },
+        _ => Err(bad(
+            "response_format.type must be \"text\", \"json_object\" or \"json_schema\"",
+        )),
+    }
+}
+
+/// A constraint that cannot be used, as the request's error.
+fn refused(param: &'static str, e: ConstrainError) -> GenerateError {
+    match e {
+        ConstrainError::Unsupported { feature } => {
+            GenerateError::UnsupportedSchema { param, feature }
+        }
+        ConstrainError::Invalid { reason } => GenerateError::InvalidRequest {
+            param,
+            message: format!("{param}: {reason}"),
+        },
+        other => GenerateError::Internal(other.to_string()),
+    }
+}
+
+/// A generation failure as the generator's error.
+fn failure(e: InferenceError) -> GenerateError {
+    match e {
+        InferenceError::Constrain(ConstrainError::Unfinished { max_tokens }) => {
+            GenerateError::Unfinished { max_tokens }
+        }
+        other => GenerateError::Internal(other.to_string()),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod local;
 pub mod upstream;
 
 use tokio::sync::mpsc;
+use warden_inference::Constraint;
 
 use crate::chat::{ChatRequest, ChunkHeader, GenParams, Generated, StreamItem};
 use crate::error::GenerateError;
@@ -35,6 +36,15 @@ impl Generator {
         match self {
             Self::Local(_) => "warden-local",
             Self::Upstream(_) => "warden-upstream",
+        }
+    }
+
+    /// Whether this generator applies `constraint` to its output: local
+    /// models whose grammar compiler accepts the schemas; never upstreams.
+    pub fn can_constrain(&self, constraint: &Constraint) -> bool {
+        match self {
+            Self::Local(g) => g.can_constrain(constraint).is_ok(),
+            Self::Upstream(_) => false,
         }
     }
 

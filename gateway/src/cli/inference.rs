@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use warden_inference::template::{BuiltinTemplate, ChatTemplate, RenderInput};
-use warden_inference::{GenerateOptions, Logits, Model, SamplingParams};
+use warden_inference::{Constraint, GenerateOptions, Logits, Model, SamplingParams};
 
 use super::read_stdin;
 
@@ -66,6 +66,9 @@ pub struct GenerateArgs {
     /// Stdin is an already rendered prompt (special tokens parsed, nothing added).
     #[arg(long)]
     raw: bool,
+    /// Constrain the output to JSON valid against the JSON Schema in this file.
+    #[arg(long)]
+    json_schema: Option<PathBuf>,
 }
 
 /// Arguments of `warden logits`.
@@ -126,6 +129,16 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     } else {
         model.encode_chat(&parse_messages(&stdin)?)?
     };
+    let constraint = match &args.json_schema {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let schema = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            Some(Constraint::JsonSchema(schema))
+        }
+        None => None,
+    };
     let options = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling: SamplingParams {
@@ -135,6 +148,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
             seed: args.seed,
         },
         stop: Vec::new(),
+        constraint,
     };
     let mut out = std::io::stdout().lock();
     model.generate(&prompt, &options, |d| {

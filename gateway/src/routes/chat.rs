@@ -115,6 +115,7 @@ pub fn validate(req: &ChatCompletionRequest, limits: &Limits) -> Result<GenParam
         top_p: req.top_p,
         seed: req.seed,
         stop,
+        constraint: None,
     })
 }
 
@@ -125,7 +126,7 @@ pub fn validate(req: &ChatCompletionRequest, limits: &Limits) -> Result<GenParam
     request_body = ChatCompletionRequest,
     responses(
         (status = 200, description = "The answer (or, with `stream`, server-sent `chat.completion.chunk` events ending with `data: [DONE]`)", body = ChatCompletion),
-        (status = 400, description = "Invalid request, or the input refused (`code: content_filter`)", body = ErrorBody),
+        (status = 400, description = "Invalid request (`code: unsupported_schema_feature` names a `response_format` schema feature a local model cannot enforce), the input refused (`code: content_filter`), or a local model's constrained output not complete within `max_tokens` (`code: output_unfinished`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong key", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 408, description = "Body not received within `limits.body_timeout_seconds`", body = ErrorBody),

@@ -1,0 +1,146 @@
+//! Constrained decoding through the gateway on the real bundled model:
+//! `response_format` with the official `openai` Python package, and an
+//! agent whose tool is required calling it validly on the first attempt.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+use warden_tests::*;
+
+fn local_setup() -> Option<Setup> {
+    if !model_path().exists() {
+        eprintln!("skipping: no model at {}", model_path().display());
+        return None;
+    }
+    let mut setup = Setup::new();
+    setup.local_model = true;
+    setup.policy = default_policy("{mode: buffered}").replace(
+        "checkpoints: [input, output]",
+        "checkpoints: [input, output, tool_call, tool_result]",
+    );
+    setup.extra = r#"
+[[tools]]
+name = "calculator"
+executor = { kind = "builtin", name = "calculator" }
+
+[[agents]]
+name = "local-agent"
+model = "local"
+system_prompt = "You are a helpful assistant."
+tools = ["calculator"]
+tool_choice = "required"
+step_limit = 2
+timeout_seconds = 300
+"#
+    .into();
+    Some(setup)
+}
+
+#[actix_web::test]
+async fn response_format_json_schema_through_the_openai_python_sdk() {
+    let Some(setup) = local_setup() else { return };
+    let gw = setup.start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/structured_output.py");
+    let base = gw.base.clone();
+    let python = std::env::var("WARDEN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python).args([script, &base, KEY]).output()
+    })
+    .await
+    .unwrap()
+    .expect("WARDEN_PYTHON (or python3) must run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "structured output failed (WARDEN_PYTHON needs the openai package)\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ok passed to upstreams unchanged"),
+        "{stdout}"
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_required_tool_is_called_validly_on_the_first_attempt_every_time() {
+    let Some(setup) = local_setup() else { return };
+    let gw = setup.start().await;
+    for seed in 0..10 {
+        let res = gw
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "local-agent", "max_tokens": 64, "temperature": 1.0, "seed": seed,
+                        "messages": [{"role": "user", "content": "What is 12 times 7?"}]}),
+            )
+            .await;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        let warden = if status == 200 {
+            &body["warden"]
+        } else {
+            &body["error"]["warden"]
+        };
+        assert_eq!(status, 200, "seed {seed}: {body}");
+        let steps = warden["steps"].as_array().cloned().unwrap_or_default();
+        let first = steps
+            .first()
+            .unwrap_or_else(|| panic!("seed {seed}: no step: {body}"));
+        assert_eq!(first["step"], 1, "seed {seed}: {first}");
+        assert_eq!(first["attempt"], 1, "seed {seed}: {first}");
+        assert_eq!(first["status"], "executed", "seed {seed}: {first}");
+        assert_eq!(first["tool"], "calculator", "seed {seed}: {first}");
+        assert_eq!(first["constrained"], true, "seed {seed}: {first}");
+        let args = first["arguments"].as_object().unwrap();
+        assert!(args["expression"].is_string(), "seed {seed}: {first}");
+        assert_eq!(args.len(), 1, "seed {seed}: {first}");
+        // No step of the turn was a rejected call.
+        for s in &steps {
+            assert!(
+                !matches!(
+                    s["status"].as_str(),
+                    Some("parse_error" | "unknown_tool" | "invalid")
+                ),
+                "seed {seed}: {s}"
+            );
+        }
+    }
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn client_tool_calls_from_the_local_model_are_valid_when_required() {
+    let Some(setup) = local_setup() else { return };
+    let gw = setup.start().await;
+    let tools = json!([{"type": "function", "function": {
+    "name": "get_forecast", "description": "Weather forecast for a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "minLength": 1, "maxLength": 20},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        },
+        "required": ["city", "unit", "days"],
+        "additionalProperties": false,
+    }}}]);
+    for seed in 0..6 {
+        let res = gw
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "local", "max_tokens": 64, "temperature": 1.0, "seed": seed,
+                        "tools": tools, "tool_choice": "required",
+                        "messages": [{"role": "user", "content": "Forecast for Paris for 3 days in celsius."}]}),
+            )
+            .await;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, 200, "seed {seed}: {body}");
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "seed {seed}: {body}");
+        let steps = body["warden"]["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 1, "seed {seed}: first attempt: {body}");
+        assert_eq!(steps[0]["constrained"], true, "seed {seed}: {body}");
+    }
+    gw.stop().await;
+}
