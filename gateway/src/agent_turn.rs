@@ -133,6 +133,20 @@ fn guard_view(conversation: &[Value]) -> Result<Vec<ChatMessage>, String> {
         .collect()
 }
 
+/// The loop's conversation as the guard judges `call`: a local model's call
+/// is its own text in the conversation (the model reads its words again), so
+/// the last assistant message is shown to the guard as the call it parsed to.
+fn with_judged_call(conversation: &[Value], call: &ToolCall) -> Vec<Value> {
+    let mut view = conversation.to_vec();
+    if let Some(last) = view.last_mut() {
+        let has_calls = last["tool_calls"].as_array().is_some_and(|c| !c.is_empty());
+        if last["role"] == "assistant" && !has_calls {
+            *last = json!({"role": "assistant", "content": null, "tool_calls": [call.to_openai()]});
+        }
+    }
+    view
+}
+
 impl TurnSupervisor<'_> {
     async fn gate(&mut self, cp: Checkpoint, conversation: &[Value], judged: &str) -> Gate {
         let messages = match guard_view(conversation) {
@@ -155,7 +169,8 @@ impl Supervisor for TurnSupervisor<'_> {
 
     async fn check_call(&mut self, conversation: &[Value], call: &ToolCall) -> Gate {
         let judged = json!({"name": call.name, "arguments": call.arguments}).to_string();
-        self.gate(Checkpoint::ToolCall, conversation, &judged).await
+        let view = with_judged_call(conversation, call);
+        self.gate(Checkpoint::ToolCall, &view, &judged).await
     }
 
     async fn check_result(

@@ -44,7 +44,13 @@ pub(crate) struct Chooser {
     sampler: Sampler,
     mask: Option<TokenMask>,
     max_tokens: usize,
+    /// Tokens chosen so far.
+    chosen: usize,
 }
+
+/// Tokens before the limit from which a constrained output is steered to
+/// its end: enough to close a string, the open objects and a call tag.
+const CLOSING_MARGIN: usize = 24;
 
 impl Chooser {
     /// Compiles the options' constraint (refusing unsupported schemas before
@@ -58,6 +64,7 @@ impl Chooser {
             sampler: Sampler::new(options.sampling.clone()),
             mask,
             max_tokens: options.max_tokens,
+            chosen: 0,
         })
     }
 
@@ -78,7 +85,11 @@ impl Chooser {
     ) -> Result<Option<TokenId>, ConstrainError> {
         if let Some(mask) = &mut self.mask {
             mask.apply(&mut row)?;
+            if self.chosen + CLOSING_MARGIN >= self.max_tokens {
+                mask.close_soon(&mut row);
+            }
         }
+        self.chosen += 1;
         let token = self.sampler.sample(&row);
         if stop_ids.contains(&token) {
             return Ok(None);

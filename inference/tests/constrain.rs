@@ -20,7 +20,7 @@ use warden_inference::{
 /// Constrained samples per schema.
 const SAMPLES: u64 = 50;
 /// Unconstrained samples per schema, for the printed comparison only.
-const BASELINE: u64 = 20;
+const BASELINE: u64 = 10;
 /// Token limit of every sample (the schemas' bounded outputs fit well within it).
 const MAX_TOKENS: usize = 128;
 

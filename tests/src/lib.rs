@@ -255,6 +255,8 @@ pub struct Setup {
     pub local_model: bool,
     /// Local queue length.
     pub local_queue: usize,
+    /// The `limits.max_tokens` a request may ask for.
+    pub max_tokens: u32,
     /// Database URL, if any.
     pub database_url: Option<String>,
 }
@@ -277,6 +279,7 @@ impl Setup {
             upstream_timeout: 1.0,
             local_model: false,
             local_queue: 8,
+            max_tokens: 64,
             database_url: None,
         }
     }
@@ -294,7 +297,7 @@ impl Setup {
         let sha = hex_sha(KEY);
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nlog_format = \"text\"\n\
-             [limits]\nmax_body_bytes = 20000\nmax_messages = 4\nmax_tokens = 64\nlocal_concurrency = 1\nlocal_queue = {queue}\n\
+             [limits]\nmax_body_bytes = 20000\nmax_messages = 4\nmax_tokens = {max_tokens}\nlocal_concurrency = 1\nlocal_queue = {queue}\n\
              [auth]\nadmin_key = \"{ADMIN_KEY}\"\ncache_seconds = 0\n\
              [[auth.static_keys]]\nid = \"test-key\"\ntenant = \"acme\"\nsha256 = \"{sha}\"\n\
              [policies]\ndir = \"policies\"\nwatch = true\n\
@@ -302,6 +305,7 @@ impl Setup {
              [[models]]\nname = \"dead\"\nkind = \"upstream\"\nbase_url = \"http://{dead}\"\n\
              [[guards]]\nname = \"fake-guard\"\nkind = \"remote\"\nbase_url = \"http://{guard}\"\nmodel = \"guard\"\ntimeout_seconds = 2\n",
             queue = self.local_queue,
+            max_tokens = self.max_tokens,
             up = self.upstream,
             timeout = self.upstream_timeout,
             dead = dead_addr(),

@@ -4,6 +4,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+/// The calculator's expressions, roughly: operands (numbers with optional
+/// signs, or a parenthesised group) joined by operators, spaces allowed. It
+/// keeps the schema short (it is rendered into local models' prompts) while
+/// stating enough of the evaluator's grammar that a constrained model cannot
+/// write words, start with an operator or a stray `)`, or end mid-operation;
+/// what is inside parentheses is left to the evaluator.
+const CALCULATOR_PATTERN: &str = concat!(
+    r"^ *([-+] *)*([0-9]{1,20}(\.[0-9]{1,20})?|\.[0-9]{1,20}|\([-+*/%^.0-9 ()]+\))",
+    r"( *[-+*/%^] *([-+] *)*([0-9]{1,20}(\.[0-9]{1,20})?|\.[0-9]{1,20}|\([-+*/%^.0-9 ()]+\)))* *$",
+);
+
 /// One tool as configured (TOML/YAML) or built in code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,9 +138,14 @@ impl ToolSpec {
                 json!({
                     "type": "object",
                     "properties": {
+                        // The schema states what the evaluator accepts, so a
+                        // constrained call cannot wander into words.
                         "expression": {
                             "type": "string",
                             "description": "The expression, e.g. \"(2 + 3) * 4 ^ 2\".",
+                            "minLength": 1,
+                            "maxLength": super::exec::calc::MAX_LEN,
+                            "pattern": CALCULATOR_PATTERN,
                         },
                     },
                     "required": ["expression"],

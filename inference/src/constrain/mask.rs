@@ -35,6 +35,41 @@ impl TokenizerEnv for TrieEnv {
 /// Compiles constraints for one tokenizer; built once per model.
 pub struct ConstraintCompiler {
     factory: ParserFactory,
+    closers: Arc<[Closer]>,
+}
+
+/// How directly a token ends structure, for steering an output that is
+/// running out of tokens towards its end: llguidance has no "shortest
+/// completion", so near the budget the choice is narrowed to the allowed
+/// tokens that close the most. The order matters inside a string, where
+/// brackets are mere content: a quote must win so the string ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Closer {
+    /// An end-of-sequence token.
+    End,
+    /// Starts with `"`: ends the string being written.
+    Quote,
+    /// Starts with `}`, `]` or `)` (a calculator's group).
+    Bracket,
+    /// Starts with `<` (SmolLM2's `</tool_call>`).
+    Tag,
+    /// Starts with `,`.
+    Separator,
+    /// Anything else.
+    Other,
+}
+
+impl Closer {
+    fn of(bytes: &[u8], stop: bool) -> Self {
+        match bytes.first() {
+            _ if stop => Self::End,
+            Some(b'"') => Self::Quote,
+            Some(b'}' | b']' | b')') => Self::Bracket,
+            Some(b'<') => Self::Tag,
+            Some(b',') => Self::Separator,
+            _ => Self::Other,
+        }
+    }
 }
 
 impl ConstraintCompiler {
@@ -56,6 +91,9 @@ impl ConstraintCompiler {
             })
             .collect();
         let stop = tokenizer.stop_ids();
+        let closers: Arc<[Closer]> = (0..n as TokenId)
+            .map(|id| Closer::of(tokenizer.token_bytes(id), stop.contains(&id)))
+            .collect();
         let Some(&eos) = stop.first() else {
             return Err(ConstrainError::Invalid {
                 reason: "the tokenizer has no end-of-sequence token".into(),
@@ -66,7 +104,7 @@ impl ConstraintCompiler {
         let mut factory =
             ParserFactory::new_simple(&env).map_err(|e| ConstrainError::Engine(e.to_string()))?;
         factory.quiet();
-        Ok(Self { factory })
+        Ok(Self { factory, closers })
     }
 
     /// A fresh mask for one generation under `constraint`; refuses schemas
@@ -79,6 +117,7 @@ impl ConstraintCompiler {
             .map_err(|e| grammar::compile_error(&format!("{e:#}")))?;
         Ok(TokenMask {
             matcher: Matcher::new(Ok(parser)),
+            closers: Arc::clone(&self.closers),
             time: Duration::ZERO,
             steps: 0,
         })
@@ -88,6 +127,7 @@ impl ConstraintCompiler {
 /// The state of one constrained generation: which tokens may come next.
 pub struct TokenMask {
     matcher: Matcher,
+    closers: Arc<[Closer]>,
     time: Duration,
     steps: u64,
 }
@@ -111,6 +151,26 @@ impl TokenMask {
         self.time += started.elapsed();
         self.steps += 1;
         Ok(())
+    }
+
+    /// Narrows masked `logits` to the allowed tokens that close the most
+    /// (see [`Closer`]): used when few tokens are left, so that a long
+    /// string or list ends instead of running out of budget.
+    pub fn close_soon(&self, logits: &mut [f32]) {
+        let best = logits
+            .iter()
+            .zip(self.closers.iter())
+            .filter(|(l, _)| l.is_finite())
+            .map(|(_, c)| *c)
+            .min();
+        let Some(best) = best.filter(|b| *b != Closer::Other) else {
+            return;
+        };
+        for (l, c) in logits.iter_mut().zip(self.closers.iter()) {
+            if *c != best {
+                *l = f32::NEG_INFINITY;
+            }
+        }
     }
 
     /// Advances the grammar by the token that was sampled.

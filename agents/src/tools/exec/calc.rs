@@ -179,3 +179,30 @@ impl Parser<'_> {
             .and_then(finite)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The evaluator's own refusals, below the schema that normally keeps
+    /// such text from reaching it (defence in depth).
+    #[test]
+    fn malformed_text_is_refused() {
+        let too_long = format!("1{}", " + 1".repeat(100));
+        for (expression, needle) in [
+            ("1e999", "unexpected `e`"),
+            ("2 +", "ends too early"),
+            ("", "ends too early"),
+            ("(1 + 2", "never closed"),
+            ("1 + 2)", "unexpected `)`"),
+            ("abc", "unexpected `a`"),
+            ("x = 3", "unexpected `x`"),
+            ("sqrt(4)", "unexpected `s`"),
+            ("1..2", "unexpected `.`"),
+            (too_long.as_str(), "longer than 256"),
+        ] {
+            let message = evaluate(expression).unwrap_err();
+            assert!(message.contains(needle), "{expression}: {message}");
+        }
+    }
+}
