@@ -4,6 +4,8 @@
 //! the chains verify. The same run checks that no API key, Authorization
 //! value or upstream key appears in any audit table, the spool or the logs.
 
+mod cli_support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -145,18 +147,7 @@ async fn audit_tables_text(pool: &sqlx::PgPool) -> String {
 }
 
 fn warden(args: &[&str], db: &TestDb) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .args(["--database-url", &db.url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "warden {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    cli_support::warden_db(args, &db.url)
 }
 
 #[actix_web::test]

@@ -9,9 +9,10 @@
 //! guards' verdicts at both checkpoints, and normal service again within
 //! seconds of the fault clearing. Each run prints what the clients saw.
 
+mod cli_support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -29,19 +30,9 @@ const RATE: u32 = 25;
 /// The longest a fault may keep the gateway from serving after it clears.
 const RECOVERY_LIMIT: f64 = 10.0;
 
+/// Runs the `warden` CLI on `url`; its JSON output, if any.
 fn warden_cli(args: &[&str], url: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .args(["--database-url", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "warden {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    serde_json::from_slice(&cli_support::warden_db(args, url).stdout).unwrap_or(Value::Null)
 }
 
 /// A gateway set-up on the fake upstream `upstream` and fake guard `guard`
@@ -308,6 +299,30 @@ async fn postgres_stopped_and_the_gateway_killed_under_load_lose_nothing() {
     println!("   first answer after the restart in {back:.2} s");
 }
 
+/// What a fault schedule does to a fake server.
+enum Step {
+    Kill,
+    Revive,
+    Set(Fault),
+}
+
+/// After 3 s of steady load, applies each step to `server` and holds it for
+/// its seconds; the time each step began.
+async fn schedule<const N: usize>(server: &mut FaultyServer, steps: [(Step, u64); N]) -> [f64; N] {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut began = [0.0; N];
+    for (at, (step, secs)) in began.iter_mut().zip(steps) {
+        *at = now();
+        match step {
+            Step::Kill => server.kill().await,
+            Step::Revive => server.revive(),
+            Step::Set(fault) => server.set(fault),
+        }
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+    began
+}
+
 #[actix_web::test]
 async fn upstream_killed_slow_and_talking_garbage() {
     let _serial = SERIAL.lock().await;
@@ -321,24 +336,18 @@ async fn upstream_killed_slow_and_talking_garbage() {
 
     let load = Load::start(&gw.base, KEY, "up", RATE, 26, setup.dir.path());
     let mut phases = Vec::new();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let t0 = now();
-    upstream.kill().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let t1 = now();
-    upstream.revive();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let t2 = now();
-    upstream.set(Fault::Slow);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let t3 = now();
-    upstream.set(Fault::None);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let t4 = now();
-    upstream.set(Fault::Garbage);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let t5 = now();
-    upstream.set(Fault::None);
+    let [t0, t1, t2, t3, t4, t5] = schedule(
+        &mut upstream,
+        [
+            (Step::Kill, 4),
+            (Step::Revive, 3),
+            (Step::Set(Fault::Slow), 4),
+            (Step::Set(Fault::None), 3),
+            (Step::Set(Fault::Garbage), 4),
+            (Step::Set(Fault::None), 0),
+        ],
+    )
+    .await;
     let rows = load.finish();
     phases.extend([
         ("upstream killed", t0, t1),
@@ -376,24 +385,18 @@ async fn remote_guard_killed_talking_garbage_and_slow_fails_closed() {
     } = rig(|_| {}).await;
 
     let load = Load::start(&gw.base, KEY, "up", RATE, 25, setup.dir.path());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let t0 = now();
-    guard.kill().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let t1 = now();
-    guard.revive();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let t2 = now();
-    guard.set(Fault::Garbage);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let t3 = now();
-    guard.set(Fault::None);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let t4 = now();
-    guard.set(Fault::Slow);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let t5 = now();
-    guard.set(Fault::None);
+    let [t0, t1, t2, t3, t4, t5] = schedule(
+        &mut guard,
+        [
+            (Step::Kill, 4),
+            (Step::Revive, 3),
+            (Step::Set(Fault::Garbage), 4),
+            (Step::Set(Fault::None), 3),
+            (Step::Set(Fault::Slow), 5),
+            (Step::Set(Fault::None), 0),
+        ],
+    )
+    .await;
     let rows = load.finish();
 
     assert_openai_shapes(&rows);
@@ -525,15 +528,7 @@ async fn a_saturated_local_engine_answers_429_and_drains() {
         );
     }
     // Drained: the queue is empty and a turn is served at once.
-    let client = reqwest::Client::new();
-    let metrics = client
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw.base).await;
     let queued: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("warden_local_queue"))
@@ -542,7 +537,7 @@ async fn a_saturated_local_engine_answers_429_and_drains() {
         !queued.is_empty() && queued.iter().all(|l| l.ends_with(" 0")),
         "{queued:?}"
     );
-    let res = client
+    let res = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", gw.base))
         .bearer_auth(KEY)
         .json(&json!({"model": "local", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}))

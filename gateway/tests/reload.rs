@@ -52,15 +52,7 @@ async fn watcher_applies_valid_changes_and_refuses_invalid_ones() {
         "{errors:?}"
     );
     assert!(blocked(&gw).await, "the last good policy must keep serving");
-    let metrics = gw
-        .client
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw.base).await;
     assert!(
         metrics.contains("warden_policy_reload_failures_total 1"),
         "{metrics}"

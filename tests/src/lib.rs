@@ -331,19 +331,7 @@ impl Setup {
 
     /// Loads the config (no environment overrides) and starts the gateway.
     pub async fn start(&self) -> Gateway {
-        let path = self.write();
-        let config = Config::load(&path, std::iter::empty()).unwrap();
-        let running = start(config).await.unwrap();
-        let base = format!("http://{}", running.addr);
-        let handle = running.handle.clone();
-        let state = running.state.clone();
-        actix_web::rt::spawn(running.server);
-        Gateway {
-            base,
-            client: reqwest::Client::new(),
-            handle,
-            state,
-        }
+        Gateway::start_config(&self.write()).await
     }
 }
 
@@ -366,6 +354,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Loads the config at `path` (no environment overrides) and starts
+    /// the gateway in-process.
+    pub async fn start_config(path: &std::path::Path) -> Gateway {
+        let config = Config::load(path, std::iter::empty()).unwrap();
+        let running = start(config).await.unwrap();
+        let base = format!("http://{}", running.addr);
+        let handle = running.handle.clone();
+        let state = running.state.clone();
+        actix_web::rt::spawn(running.server);
+        Gateway {
+            base,
+            client: reqwest::Client::new(),
+            handle,
+            state,
+        }
+    }
+
     /// POST JSON with the test key.
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
@@ -391,6 +396,16 @@ impl Gateway {
         self.state.stop_watching();
         self.handle.stop(false).await;
     }
+}
+
+/// The Prometheus text that the gateway at `base` serves on `/metrics`.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Reads an SSE body into its `data:` payloads.

@@ -632,15 +632,7 @@ async fn models_moderations_health_metrics_openapi() {
     assert_eq!(body["policies"]["count"], 1);
 
     gw.chat("up", "hi").await;
-    let text = gw
-        .client
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw.base).await;
     assert!(
         text.contains(
             "warden_requests_total{route=\"/v1/chat/completions\",status=\"200\",model=\"up\"}"

@@ -10,8 +10,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use warden_gateway::config::Config;
-use warden_gateway::server::start;
 use warden_tests::*;
 
 /// Starts the gateway with `limits` (TOML lines) added to its `[limits]`.
@@ -31,22 +29,25 @@ async fn start_with(setup: &Setup, limits: &str) -> Gateway {
         }
     }
     std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path, std::iter::empty()).unwrap();
-    let running = start(config).await.unwrap();
-    let base = format!("http://{}", running.addr);
-    let handle = running.handle.clone();
-    let state = running.state.clone();
-    actix_web::rt::spawn(running.server);
-    Gateway {
-        base,
-        client: reqwest::Client::new(),
-        handle,
-        state,
-    }
+    Gateway::start_config(&path).await
 }
 
 fn addr(gw: &Gateway) -> String {
     gw.base.trim_start_matches("http://").to_owned()
+}
+
+/// Chat bodies carrying the JSON document `deep` where clients nest
+/// freely: message content, metadata and a tool's parameter schema.
+fn deep_bodies(deep: &str) -> [String; 3] {
+    [
+        format!(r#"{{"model":"up","messages":[{{"role":"user","content":{deep}}}]}}"#),
+        format!(
+            r#"{{"model":"up","messages":[{{"role":"user","content":"hi"}}],"metadata":{deep}}}"#
+        ),
+        format!(
+            r#"{{"model":"up","messages":[{{"role":"user","content":"hi"}}],"tools":[{{"type":"function","function":{{"name":"f","parameters":{deep}}}}}]}}"#
+        ),
+    ]
 }
 
 /// An OpenAI-shaped error: `{"error": {"message", "type", "param", "code"}}`.
@@ -267,15 +268,7 @@ async fn deep_json_nesting_is_a_clear_400_without_stack_overflow() {
     for depth in [200, 100_000, 1_000_000] {
         for object in [false, true] {
             let deep = nested(depth, object, "1");
-            for body in [
-                format!(r#"{{"model":"up","messages":[{{"role":"user","content":{deep}}}]}}"#),
-                format!(
-                    r#"{{"model":"up","messages":[{{"role":"user","content":"hi"}}],"metadata":{deep}}}"#
-                ),
-                format!(
-                    r#"{{"model":"up","messages":[{{"role":"user","content":"hi"}}],"tools":[{{"type":"function","function":{{"name":"f","parameters":{deep}}}}}]}}"#
-                ),
-            ] {
+            for body in deep_bodies(&deep) {
                 let res = send(body).await.unwrap();
                 let status = res.status().as_u16();
                 let text = res.text().await.unwrap();
@@ -307,15 +300,7 @@ async fn deep_json_nesting_is_a_clear_400_without_stack_overflow() {
     // schemas is judged on its merits: never a 5xx.
     for object in [false, true] {
         let deep = nested(100, object, "1");
-        for body in [
-            format!(r#"{{"model":"up","messages":[{{"role":"user","content":{deep}}}]}}"#),
-            format!(
-                r#"{{"model":"up","messages":[{{"role":"user","content":"hi"}}],"metadata":{deep}}}"#
-            ),
-            format!(
-                r#"{{"model":"up","messages":[{{"role":"user","content":"hi"}}],"tools":[{{"type":"function","function":{{"name":"f","parameters":{deep}}}}}]}}"#
-            ),
-        ] {
+        for body in deep_bodies(&deep) {
             let res = send(body).await.unwrap();
             let status = res.status().as_u16();
             let text = res.text().await.unwrap();

@@ -3,7 +3,7 @@
 
 use prometheus_parse::{Scrape, Value};
 use serde_json::json;
-use warden_tests::{dead_addr, Setup};
+use warden_tests::{dead_addr, metrics_text, Setup};
 
 /// The value of the sample `metric` whose labels are exactly `labels`.
 fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -23,12 +23,7 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> 
 }
 
 async fn scrape(base: &str) -> (Scrape, String) {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(base).await;
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     (Scrape::parse(lines).unwrap(), text)
 }
