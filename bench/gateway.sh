@@ -13,37 +13,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10s}"
-shared="${SHARED_BENCH:-$PWD/../shared/bench}"
-if [ -n "${WARDEN_BIN:-}" ]; then
-    # A given binary (e.g. to compare two builds in one sitting); no build.
-    warden="$WARDEN_BIN"
-else
-    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
-    warden="$CARGO_TARGET_DIR/release/warden"
-    cargo build --release -p warden-gateway --bin warden
-fi
-admin="$(bash scripts/ensure-postgres.sh)"
-db="warden_bench_$$"
-psql "$admin" -qc "CREATE DATABASE $db"
-export DATABASE_URL="${admin%/*}/$db"
-"$warden" migrate >/dev/null
-key="$("$warden" keys create --tenant bench --label bench 2>/dev/null)"
+source bench/lib.sh
+bench_binary
+bench_database warden_bench
 
 gw_pid=""
 cleanup() {
-    [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null || true
-    "$shared/fake_upstream.sh" stop >/dev/null 2>&1 || true
-    psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+    bench_stop "$gw_pid"
+    bench_teardown
 }
 trap cleanup EXIT
 
 "$shared/fake_upstream.sh" start
 RUST_LOG=warn "$warden" serve --config bench/gateway/warden.toml > /tmp/warden-bench.log 2>&1 &
 gw_pid=$!
-for _ in $(seq 100); do
-    curl -fsS http://127.0.0.1:18090/readyz >/dev/null 2>&1 && break
-    sleep 0.1
-done
+bench_wait_ready || true
 
 # PostgreSQL's CPU (all its processes), in clock ticks, before and after.
 pg_ticks() {

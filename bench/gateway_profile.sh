@@ -22,35 +22,19 @@ secs="${duration%s}"
     echo "DURATION must be 1s..120s, got $duration" >&2
     exit 2
 }
-shared="${SHARED_BENCH:-$PWD/../shared/bench}"
 out="${OUT:-/tmp/warden-callgrind.out}"
 top="${TOP:-40}"
 for tool in valgrind callgrind_control callgrind_annotate wrk curl psql; do
     command -v "$tool" >/dev/null || { echo "missing tool: $tool (apt-get install valgrind wrk curl postgresql-client)" >&2; exit 1; }
 done
-if [ -n "${WARDEN_BIN:-}" ]; then
-    warden="$WARDEN_BIN"
-else
-    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
-    cargo build --release -p warden-gateway --bin warden
-    warden="$CARGO_TARGET_DIR/release/warden"
-fi
-
-admin="$(bash scripts/ensure-postgres.sh)"
-db="warden_profile_$$"
-psql "$admin" -qc "CREATE DATABASE $db"
-export DATABASE_URL="${admin%/*}/$db"
-"$warden" migrate >/dev/null
-key="$("$warden" keys create --tenant bench --label bench 2>/dev/null)"
+source bench/lib.sh
+bench_binary
+bench_database warden_profile
 
 vg_pid=""
 cleanup() {
-    if [ -n "$vg_pid" ]; then
-        kill "$vg_pid" 2>/dev/null || true
-        wait "$vg_pid" 2>/dev/null || true
-    fi
-    "$shared/fake_upstream.sh" stop >/dev/null 2>&1 || true
-    psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true
+    bench_stop "$vg_pid"
+    bench_teardown
 }
 trap cleanup EXIT
 
@@ -60,11 +44,7 @@ RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$out" \
     "$warden" serve --config bench/gateway/warden.toml > /tmp/warden-profile.log 2>&1 &
 vg_pid=$!
-for _ in $(seq 600); do
-    curl -fsS -m 1 http://127.0.0.1:18090/readyz >/dev/null 2>&1 && break
-    sleep 0.2
-done
-curl -fsS -m 5 http://127.0.0.1:18090/readyz >/dev/null || {
+bench_wait_ready 1200 || {
     echo "gateway did not start under valgrind; see /tmp/warden-profile.log" >&2
     exit 1
 }

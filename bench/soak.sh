@@ -14,24 +14,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-600}"
 rate="${2:-100}"
-shared="${SHARED_BENCH:-$PWD/../shared/bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
-warden="${WARDEN_BIN:-$CARGO_TARGET_DIR/release/warden}"
-[ -n "${WARDEN_BIN:-}" ] || cargo build --release -p warden-gateway --bin warden
+source bench/lib.sh
+bench_binary
 python="$(bash scripts/python-env.sh)"
-admin="$(bash scripts/ensure-postgres.sh)"
-db="warden_soak_$$"
+bench_database warden_soak
 work="$(mktemp -d)"
-psql "$admin" -qc "CREATE DATABASE $db"
-export DATABASE_URL="${admin%/*}/$db"
-"$warden" migrate >/dev/null
-key="$("$warden" keys create --tenant soak --label soak 2>/dev/null)"
 
 gw_pid=""
 cleanup() {
-    [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null || true
-    "$shared/fake_upstream.sh" stop >/dev/null 2>&1 || true
-    psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+    bench_stop "$gw_pid"
+    bench_teardown
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,10 +31,7 @@ trap cleanup EXIT
 "$shared/fake_upstream.sh" start >/dev/null
 RUST_LOG=warn "$warden" serve --config bench/gateway/warden.toml > "$work/gateway.log" 2>&1 &
 gw_pid=$!
-for _ in $(seq 100); do
-    curl -fsS http://127.0.0.1:18090/readyz >/dev/null 2>&1 && break
-    sleep 0.1
-done
+bench_wait_ready || true
 
 sample() { # seconds-since-start -> "t rss_kib fds threads"
     local rss threads fds

@@ -16,37 +16,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-8s}"
 rounds="${2:-2}"
-shared="${SHARED_BENCH:-$PWD/../shared/bench}"
 sink_port=18318
-if [ -n "${WARDEN_BIN:-}" ]; then
-    warden="$WARDEN_BIN"
-else
-    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warden/target}"
-    cargo build --release -p warden-gateway --bin warden
-    warden="$CARGO_TARGET_DIR/release/warden"
-fi
-admin="$(bash scripts/ensure-postgres.sh)"
-db="warden_tracebench_$$"
-psql "$admin" -qc "CREATE DATABASE $db"
-export DATABASE_URL="${admin%/*}/$db"
-"$warden" migrate >/dev/null
-key="$("$warden" keys create --tenant bench --label bench 2>/dev/null)"
+source bench/lib.sh
+bench_binary
+bench_database warden_tracebench
 
 gw_pid=""
 sink_pid=""
 report="$(mktemp)"
 stop_gateway() {
-    if [ -n "$gw_pid" ]; then
-        kill "$gw_pid" 2>/dev/null || true
-        wait "$gw_pid" 2>/dev/null || true
-        gw_pid=""
-    fi
+    bench_stop "$gw_pid"
+    gw_pid=""
 }
 cleanup() {
     stop_gateway
-    [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null || true
-    "$shared/fake_upstream.sh" stop >/dev/null 2>&1 || true
-    psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+    bench_stop "$sink_pid"
+    bench_teardown
 }
 trap cleanup EXIT
 
@@ -63,10 +48,7 @@ run() { # on|off -> prints "rps cpu_us_per_request"
         RUST_LOG=warn "$warden" serve --config bench/gateway/warden.toml >/tmp/warden-tracebench.log 2>&1 &
     fi
     gw_pid=$!
-    for _ in $(seq 100); do
-        curl -fsS http://127.0.0.1:18090/readyz >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    bench_wait_ready || true
     CONCURRENCY="${CONCURRENCY:-8}" WARMUP=2s GW_KEY="$key" GW_PIDS="$gw_pid" \
         "$shared/gateway_overhead.sh" http://127.0.0.1:18090 fake-model "$duration" 2>/dev/null \
         | grep -E '^c=' | sed -E 's/.* rps=([0-9.]+).* gw_cpu_us_per_req=([0-9.]+).*/\1 \2/'
