@@ -9,6 +9,7 @@ pub mod error;
 pub mod guarding;
 pub mod metrics;
 pub mod openai;
+pub mod otlp;
 pub mod policy_cache;
 pub mod request_id;
 pub mod routes;

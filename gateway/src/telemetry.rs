@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::http::header::HeaderMap;
-use bytes::Bytes;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
@@ -286,7 +285,17 @@ fn provider(
     runtime: &tokio::runtime::Handle,
 ) -> Result<SdkTracerProvider, TelemetryError> {
     let timeout = Duration::from_secs(10);
-    let exporter = match export.protocol {
+    let sampler = if export.sample_ratio >= 1.0 {
+        Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+    } else {
+        Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(export.sample_ratio)))
+    };
+    let builder = SdkTracerProvider::builder().with_sampler(sampler).with_resource(
+        Resource::builder()
+            .with_service_name(export.service_name.clone())
+            .build(),
+    );
+    let builder = match export.protocol {
         OtlpProtocol::HttpProtobuf => {
             let client = reqwest::Client::builder()
                 .timeout(timeout)
@@ -295,74 +304,25 @@ fn provider(
                     key: "telemetry.otlp_endpoint",
                     message: e.to_string(),
                 })?;
-            SpanExporter::builder()
-                .with_http()
-                .with_http_client(OnRuntime {
-                    client,
-                    runtime: runtime.clone(),
-                })
-                .with_endpoint(&export.url)
-                .with_timeout(timeout)
-                .build()?
+            builder.with_batch_exporter(crate::otlp::HttpExporter::new(
+                client,
+                export.url.clone(),
+                runtime.clone(),
+            ))
         }
         OtlpProtocol::Grpc => {
             // tonic spawns its connection tasks on the runtime it is built in.
             let _entered = runtime.enter();
-            SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(&export.url)
-                .with_timeout(timeout)
-                .build()?
+            builder.with_batch_exporter(
+                SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&export.url)
+                    .with_timeout(timeout)
+                    .build()?,
+            )
         }
     };
-    let sampler = if export.sample_ratio >= 1.0 {
-        Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
-    } else {
-        Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(export.sample_ratio)))
-    };
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_sampler(sampler)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(export.service_name.clone())
-                .build(),
-        )
-        .build())
-}
-
-/// The workspace's reqwest as the OTLP HTTP client. The batch processor
-/// polls exports on a plain thread, where reqwest's I/O would find no
-/// runtime, so each request runs on the exporter's runtime instead.
-#[derive(Debug, Clone)]
-struct OnRuntime {
-    client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
-}
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for OnRuntime {
-    async fn send_bytes(
-        &self,
-        request: http::Request<Bytes>,
-    ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
-        let request = reqwest::Request::try_from(request)?;
-        let client = self.client.clone();
-        let (status, headers, body) = self
-            .runtime
-            .spawn(async move {
-                let response = client.execute(request).await?;
-                let status = response.status();
-                let headers = response.headers().clone();
-                let body = response.bytes().await?;
-                Ok::<_, reqwest::Error>((status, headers, body))
-            })
-            .await??;
-        let mut response = http::Response::new(body);
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        Ok(response)
-    }
+    Ok(builder.build())
 }
 
 struct Headers<'a>(&'a HeaderMap);
