@@ -372,6 +372,9 @@ pub enum NotRunReason {
     NotAllowed,
     /// The agent's step limit was reached.
     StepLimit,
+    /// Valid, but not run because of the rest of its step: another call of
+    /// the step was refused, or the step's calls went to the client.
+    Skipped,
 }
 
 /// What happened to a tool call.

@@ -515,10 +515,10 @@ impl Turn {
         };
         let not_run = |reason| ToolOutcome::NotRun { reason };
         let outcome = match step.status {
-            StepStatus::ParseError
-            | StepStatus::UnknownTool
-            | StepStatus::Invalid
-            | StepStatus::Skipped => not_run(NotRunReason::InvalidArguments),
+            StepStatus::ParseError | StepStatus::UnknownTool | StepStatus::Invalid => {
+                not_run(NotRunReason::InvalidArguments)
+            }
+            StepStatus::Skipped => not_run(NotRunReason::Skipped),
             StepStatus::NotAllowed => not_run(NotRunReason::NotAllowed),
             StepStatus::Blocked | StepStatus::GuardFailed => not_run(NotRunReason::Blocked),
             StepStatus::Failed => ToolOutcome::Failed {

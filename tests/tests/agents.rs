@@ -56,6 +56,15 @@ async fn scripted(seen: web::Data<Shared>, body: web::Json<Value>) -> HttpRespon
         ("NEVER", _) => call("lookup", json!({"city": 5})),
         ("INJECT", 0) => call("fetch_page", json!({"url": "http://example.test/"})),
         ("LOOP", _) => call("calculator", json!({"expression": "1"})),
+        ("SIBLING", 0) => {
+            let mut both = call("lookup", json!({"city": "Paris"}));
+            let bad = call("calculator", json!({"expr": "1+1"}));
+            both["tool_calls"]
+                .as_array_mut()
+                .unwrap()
+                .push(bad["tool_calls"][0].clone());
+            both
+        }
         ("BLOCKCALL", _) => call("lookup", json!({"city": "GUARD-UNSAFE"})),
         ("CLIENT-BAD", 0) => call("get_weather", json!({"city": "Paris", "units": "kelvin"})),
         ("CLIENT-BAD", _) => call("get_weather", json!({"city": "Paris", "units": "metric"})),
@@ -565,6 +574,44 @@ async fn a_tool_calling_turn_is_audited_step_by_step() {
     assert!(pos("verdict:tool_call") < pos("tool:calculator:succeeded"));
     assert!(pos("verdict:tool_result") > pos("verdict:tool_call"));
     assert!(pos("verdict:output") > pos("verdict:tool_result"));
+    pool.close().await;
+    a.gw.stop().await;
+    db.drop_db().await;
+}
+
+#[actix_web::test]
+async fn a_valid_call_skipped_for_its_invalid_sibling_is_audited_as_skipped() {
+    let db = TestDb::create().await;
+    let a = start_with(Some(db.url.clone())).await;
+    let res = a.gw.chat("helper", "SIBLING audited").await;
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // Neither call of the step ran.
+    assert!(a.seen.lock().unwrap().tool.is_empty());
+    a.gw.state.audit.as_ref().unwrap().flush().await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let rows: Vec<(Value,)> = sqlx::query_as(
+        "SELECT body FROM audit_events WHERE request_id = $1 AND kind = 'tool_call' ORDER BY seq",
+    )
+    .bind(&id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let outcome = |tool: &str| {
+        rows.iter()
+            .find(|(b,)| b["tool"] == tool)
+            .map(|(b,)| (b["validation"]["status"].clone(), b["outcome"].clone()))
+            .unwrap_or_else(|| panic!("{tool} in {rows:?}"))
+    };
+    let (validation, lookup) = outcome("lookup");
+    assert_eq!(validation, "valid", "{rows:?}");
+    assert_eq!(lookup, json!({"status": "not_run", "reason": "skipped"}));
+    let (validation, calc) = outcome("calculator");
+    assert_eq!(validation, "invalid", "{rows:?}");
+    assert_eq!(
+        calc,
+        json!({"status": "not_run", "reason": "invalid_arguments"})
+    );
     pool.close().await;
     a.gw.stop().await;
     db.drop_db().await;
