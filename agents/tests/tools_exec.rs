@@ -108,7 +108,10 @@ fn calculator_syntax_is_refused_by_its_schema() {
         too_long.as_str(),
     ] {
         let call = ToolCall::new("calculator", json!({ "expression": expression }));
-        assert!(set.validate(call).is_err(), "{expression:?} passed the schema");
+        assert!(
+            set.validate(call).is_err(),
+            "{expression:?} passed the schema"
+        );
     }
 }
 

@@ -336,9 +336,7 @@ mod tests {
         assert_eq!(b, [0x12, 0x00]);
     }
 
-    use opentelemetry::trace::{
-        Event, Link, SpanContext, TraceFlags, TraceId, TraceState,
-    };
+    use opentelemetry::trace::{Event, Link, SpanContext, TraceFlags, TraceId, TraceState};
     use opentelemetry::{InstrumentationScope, KeyValue};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;

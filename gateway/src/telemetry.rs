@@ -290,11 +290,13 @@ fn provider(
     } else {
         Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(export.sample_ratio)))
     };
-    let builder = SdkTracerProvider::builder().with_sampler(sampler).with_resource(
-        Resource::builder()
-            .with_service_name(export.service_name.clone())
-            .build(),
-    );
+    let builder = SdkTracerProvider::builder()
+        .with_sampler(sampler)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(export.service_name.clone())
+                .build(),
+        );
     let builder = match export.protocol {
         OtlpProtocol::HttpProtobuf => {
             let client = reqwest::Client::builder()

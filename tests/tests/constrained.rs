@@ -96,7 +96,10 @@ async fn a_required_tool_is_called_validly_on_the_first_attempt_every_time() {
             matches!(first["status"].as_str(), Some("executed" | "failed")),
             "seed {seed}: {first}"
         );
-        assert_ne!(body["error"]["code"], "invalid_tool_call", "seed {seed}: {body}");
+        assert_ne!(
+            body["error"]["code"], "invalid_tool_call",
+            "seed {seed}: {body}"
+        );
         let args = first["arguments"].as_object().unwrap();
         assert!(args["expression"].is_string(), "seed {seed}: {first}");
         assert_eq!(args.len(), 1, "seed {seed}: {first}");

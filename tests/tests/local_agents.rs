@@ -151,7 +151,10 @@ async fn sampled_client_tool_calls_are_valid_or_refused_never_invalid() {
         let status = res.status().as_u16();
         let body: Value = res.json().await.unwrap();
         assert_eq!(status, 400, "seed {seed}: {body}");
-        assert_eq!(body["error"]["code"], "output_unfinished", "seed {seed}: {body}");
+        assert_eq!(
+            body["error"]["code"], "output_unfinished",
+            "seed {seed}: {body}"
+        );
     }
     gw.stop().await;
 }
