@@ -65,6 +65,46 @@ pub struct Export {
     pub service_name: String,
     /// Fraction of new traces kept.
     pub sample_ratio: f64,
+    /// Extra request headers (`OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`).
+    pub headers: ExportHeaders,
+    /// How long one export may take (`OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`).
+    pub timeout: Duration,
+}
+
+/// Headers sent with every export; often a collector's credentials, so
+/// their values never appear in `Debug` output.
+#[derive(Clone, Default, PartialEq)]
+pub struct ExportHeaders(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for ExportHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+/// Parses the OTLP headers variable: `name=value` pairs separated by
+/// commas, values percent-encoded (the W3C Baggage format).
+fn parse_headers(key: &'static str, text: &str) -> Result<ExportHeaders, TelemetryError> {
+    let invalid = |message: String| TelemetryError::Invalid { key, message };
+    let mut headers = Vec::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("{:?} is not name=value", pair.trim())))?;
+        let name = name.trim();
+        let value = percent_encoding::percent_decode_str(value.trim())
+            .decode_utf8()
+            .map_err(|_| invalid(format!("the value of {name:?} is not UTF-8")))?;
+        // Checked here so a bad header is a start-up error, not a failed export.
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("{name:?} is not a header name")))?;
+        reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| invalid(format!("the value of {name:?} is not a header value")))?;
+        headers.push((name.to_owned(), value.into_owned()));
+    }
+    Ok(ExportHeaders(headers))
 }
 
 impl Export {
@@ -109,11 +149,41 @@ impl Export {
                 }
             }
         };
+        // Signal-specific variables win over the general ones.
+        let pick = |traces: &'static str, general: &'static str| {
+            var(traces)
+                .map(|v| (traces, v))
+                .or_else(|| var(general).map(|v| (general, v)))
+        };
+        let headers = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ) {
+            Some((key, text)) => parse_headers(key, &text)?,
+            None => ExportHeaders::default(),
+        };
+        let timeout = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ) {
+            Some((key, ms)) => match ms.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(TelemetryError::Invalid {
+                        key,
+                        message: format!("{ms:?} is not a positive number of milliseconds"),
+                    })
+                }
+            },
+            None => Duration::from_secs(10),
+        };
         Ok(Some(Self {
             url,
             protocol,
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| cfg.service_name.clone()),
             sample_ratio: cfg.sample_ratio,
+            headers,
+            timeout,
         }))
     }
 }
@@ -284,7 +354,7 @@ fn provider(
     export: &Export,
     runtime: &tokio::runtime::Handle,
 ) -> Result<SdkTracerProvider, TelemetryError> {
-    let timeout = Duration::from_secs(10);
+    let timeout = export.timeout;
     let sampler = if export.sample_ratio >= 1.0 {
         Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
     } else {
@@ -299,8 +369,19 @@ fn provider(
         );
     let builder = match export.protocol {
         OtlpProtocol::HttpProtobuf => {
+            let mut headers = reqwest::header::HeaderMap::new();
+            for (name, value) in &export.headers.0 {
+                // Both were checked when the settings were resolved.
+                if let (Ok(n), Ok(v)) = (
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                    reqwest::header::HeaderValue::from_str(value),
+                ) {
+                    headers.append(n, v);
+                }
+            }
             let client = reqwest::Client::builder()
                 .timeout(timeout)
+                .default_headers(headers)
                 .build()
                 .map_err(|e| TelemetryError::Invalid {
                     key: "telemetry.otlp_endpoint",
@@ -468,6 +549,63 @@ mod tests {
         assert!(
             Export::resolve(&cfg, env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])).is_err()
         );
+    }
+
+    #[test]
+    fn export_headers_and_timeout_from_the_standard_variables() {
+        let cfg = TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:1".into()),
+            ..TelemetryConfig::default()
+        };
+        let e = Export::resolve(&cfg, env(&[])).unwrap().unwrap();
+        assert_eq!(e.headers, ExportHeaders::default());
+        assert_eq!(e.timeout, Duration::from_secs(10));
+        let e = Export::resolve(
+            &cfg,
+            env(&[
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "authorization=Bearer%20s3cret, x-tenant=acme,",
+                ),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            e.headers.0,
+            [
+                ("authorization".to_owned(), "Bearer s3cret".to_owned()),
+                ("x-tenant".to_owned(), "acme".to_owned())
+            ]
+        );
+        assert_eq!(e.timeout, Duration::from_millis(2500));
+        // The values stay out of debug output.
+        assert!(!format!("{e:?}").contains("s3cret"), "{e:?}");
+        // The signal's own variables win.
+        let e = Export::resolve(
+            &cfg,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "b=2"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "3"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(e.headers.0, [("b".to_owned(), "2".to_owned())]);
+        assert_eq!(e.timeout, Duration::from_millis(3));
+        for (key, bad) in [
+            ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=1"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x=%0A"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+        ] {
+            let e = Export::resolve(&cfg, env(&[(key, bad)])).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{bad}: {e}");
+        }
     }
 
     /// A writer into a shared buffer.

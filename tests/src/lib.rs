@@ -335,6 +335,60 @@ impl Setup {
     }
 }
 
+/// A setup with the bundled model as `local` and an agent `local-agent` on
+/// it whose built-in calculator is required, every checkpoint guarded;
+/// `None` (the caller skips) when the model file is missing.
+pub fn local_agent_setup(step_limit: u32) -> Option<Setup> {
+    if !model_path().exists() {
+        eprintln!("skipping: no model at {}", model_path().display());
+        return None;
+    }
+    let mut setup = Setup::new();
+    setup.local_model = true;
+    setup.policy = default_policy("{mode: buffered}").replace(
+        "checkpoints: [input, output]",
+        "checkpoints: [input, output, tool_call, tool_result]",
+    );
+    setup.extra = format!(
+        r#"
+[[tools]]
+name = "calculator"
+executor = {{ kind = "builtin", name = "calculator" }}
+
+[[agents]]
+name = "local-agent"
+model = "local"
+system_prompt = "You are a helpful assistant."
+tools = ["calculator"]
+tool_choice = "required"
+step_limit = {step_limit}
+timeout_seconds = 300
+"#
+    );
+    Some(setup)
+}
+
+/// Runs `python/SCRIPT` of this crate with `WARDEN_PYTHON` (else
+/// `python3`) on `args`; whether it succeeded, its stdout and its stderr.
+pub async fn run_python(script: &str, args: Vec<String>) -> (bool, String, String) {
+    let script = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("WARDEN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args(args)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("WARDEN_PYTHON (or python3) must run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// SHA-256 in hex.
 pub fn hex_sha(s: &str) -> String {
     use sha2::Digest;

@@ -2,38 +2,12 @@
 //! `response_format` with the official `openai` Python package, and an
 //! agent whose tool is required calling it validly on the first attempt.
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 use warden_tests::*;
 
 fn local_setup() -> Option<Setup> {
-    if !model_path().exists() {
-        eprintln!("skipping: no model at {}", model_path().display());
-        return None;
-    }
-    let mut setup = Setup::new();
-    setup.local_model = true;
+    let mut setup = local_agent_setup(2)?;
     setup.max_tokens = 400;
-    setup.policy = default_policy("{mode: buffered}").replace(
-        "checkpoints: [input, output]",
-        "checkpoints: [input, output, tool_call, tool_result]",
-    );
-    setup.extra = r#"
-[[tools]]
-name = "calculator"
-executor = { kind = "builtin", name = "calculator" }
-
-[[agents]]
-name = "local-agent"
-model = "local"
-system_prompt = "You are a helpful assistant."
-tools = ["calculator"]
-tool_choice = "required"
-step_limit = 2
-timeout_seconds = 300
-"#
-    .into();
     Some(setup)
 }
 
@@ -41,19 +15,10 @@ timeout_seconds = 300
 async fn response_format_json_schema_through_the_openai_python_sdk() {
     let Some(setup) = local_setup() else { return };
     let gw = setup.start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/structured_output.py");
-    let base = gw.base.clone();
-    let python = std::env::var("WARDEN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python).args([script, &base, KEY]).output()
-    })
-    .await
-    .unwrap()
-    .expect("WARDEN_PYTHON (or python3) must run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stdout, stderr) =
+        run_python("structured_output.py", vec![gw.base.clone(), KEY.into()]).await;
     assert!(
-        out.status.success(),
+        ok,
         "structured output failed (WARDEN_PYTHON needs the openai package)\n{stdout}\n{stderr}"
     );
     assert!(

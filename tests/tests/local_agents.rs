@@ -6,32 +6,8 @@ use serde_json::{json, Value};
 use warden_tests::*;
 
 fn local_setup() -> Option<Setup> {
-    if !model_path().exists() {
-        eprintln!("skipping: no model at {}", model_path().display());
-        return None;
-    }
-    let mut setup = Setup::new();
-    setup.local_model = true;
+    let mut setup = local_agent_setup(3)?;
     setup.local_queue = 8;
-    setup.policy = default_policy("{mode: buffered}").replace(
-        "checkpoints: [input, output]",
-        "checkpoints: [input, output, tool_call, tool_result]",
-    );
-    setup.extra = r#"
-[[tools]]
-name = "calculator"
-executor = { kind = "builtin", name = "calculator" }
-
-[[agents]]
-name = "local-agent"
-model = "local"
-system_prompt = "You are a helpful assistant."
-tools = ["calculator"]
-tool_choice = "required"
-step_limit = 3
-timeout_seconds = 300
-"#
-    .into();
     Some(setup)
 }
 

@@ -31,15 +31,23 @@ use warden_tests::{Setup, TestDb, KEY};
 /// Every export received, as the protobuf bytes of its request.
 type Received = Arc<Mutex<Vec<Bytes>>>;
 
+/// The header the gateway is told to send (`OTEL_EXPORTER_OTLP_HEADERS`,
+/// its value percent-encoded there) and the HTTP receiver requires.
+const COLLECTOR_TOKEN: (&str, &str) = ("x-collector-token", "t0k=en");
+
 /// An OTLP/HTTP traces receiver; returns its base URL.
 fn http_receiver(received: Received) -> String {
     let server = HttpServer::new(move || {
         let store = Arc::clone(&received);
         App::new().route(
             "/v1/traces",
-            web::post().to(move |body: Bytes| {
+            web::post().to(move |req: actix_web::HttpRequest, body: Bytes| {
                 let store = Arc::clone(&store);
                 async move {
+                    let (name, value) = COLLECTOR_TOKEN;
+                    if req.headers().get(name).and_then(|v| v.to_str().ok()) != Some(value) {
+                        return HttpResponse::Unauthorized().finish();
+                    }
                     store.lock().unwrap().push(body);
                     // An empty ExportTraceServiceResponse: everything accepted.
                     HttpResponse::Ok()
@@ -147,7 +155,11 @@ pub async fn a_guarded_turn_is_one_trace(protocol: &str) {
         "[telemetry]\notlp_endpoint = \"{endpoint}\"\nprotocol = \"{protocol}\"\nservice_name = \"warden-test\"\n"
     );
     let config = Config::load(&setup.write(), std::iter::empty()).unwrap();
-    let tracing = telemetry::install(&config.server, &config.telemetry, |_| None).unwrap();
+    // gRPC's stock exporter reads this variable from the process itself.
+    let env = |k: &str| {
+        (k == "OTEL_EXPORTER_OTLP_HEADERS").then(|| format!("{}=t0k%3Den", COLLECTOR_TOKEN.0))
+    };
+    let tracing = telemetry::install(&config.server, &config.telemetry, env).unwrap();
     assert!(tracing.exporting());
     let gw = setup.start().await;
 
