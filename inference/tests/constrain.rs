@@ -359,44 +359,29 @@ fn sampled_tool_calls_name_an_offered_tool_with_valid_arguments() {
     let model = common::model();
     let tools = vec![weather_tool(), calc_tool()];
     let prompt = call_prompt(&model, "What is the weather in Paris for the next 3 days?");
-    for seed in 0..10 {
-        let llama = model
-            .generate(
-                &prompt,
-                &sampled(
-                    seed,
-                    120,
-                    Some(Constraint::ToolCall {
-                        tools: tools.clone(),
-                        format: CallFormat::Llama31,
-                    }),
-                ),
-                |_| ControlFlow::Continue(()),
-            )
-            .unwrap();
-        let call: Value = serde_json::from_str(&llama.text)
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}: {}", llama.text));
-        assert_valid_call(&call, "parameters", &tools);
-
-        let smol = model
-            .generate(
-                &prompt,
-                &sampled(
-                    seed,
-                    120,
-                    Some(Constraint::ToolCall {
-                        tools: tools.clone(),
-                        format: CallFormat::SmolLm2,
-                    }),
-                ),
-                |_| ControlFlow::Continue(()),
-            )
-            .unwrap();
-        let inner = smol
+    let call = |seed: u64, format: CallFormat| {
+        let constraint = Constraint::ToolCall {
+            tools: tools.clone(),
+            format,
+        };
+        model
+            .generate(&prompt, &sampled(seed, 120, Some(constraint)), |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap()
             .text
+    };
+    for seed in 0..10 {
+        let llama = call(seed, CallFormat::Llama31);
+        let parsed: Value =
+            serde_json::from_str(&llama).unwrap_or_else(|e| panic!("seed {seed}: {e}: {llama}"));
+        assert_valid_call(&parsed, "parameters", &tools);
+
+        let smol = call(seed, CallFormat::SmolLm2);
+        let inner = smol
             .strip_prefix("<tool_call>")
             .and_then(|t| t.strip_suffix("</tool_call>"))
-            .unwrap_or_else(|| panic!("seed {seed}: not a SmolLM2 call: {}", smol.text));
+            .unwrap_or_else(|| panic!("seed {seed}: not a SmolLM2 call: {smol}"));
         let calls: Vec<Value> = serde_json::from_str(inner).unwrap();
         assert_eq!(calls.len(), 1);
         assert_valid_call(&calls[0], "arguments", &tools);
