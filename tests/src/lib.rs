@@ -368,6 +368,17 @@ timeout_seconds = 300
     Some(setup)
 }
 
+/// An agent turn's steps: in the `warden` object of a 200, else in the
+/// error's; empty when there are none.
+pub fn agent_steps(status: u16, body: &Value) -> Vec<Value> {
+    let warden = if status == 200 {
+        &body["warden"]
+    } else {
+        &body["error"]["warden"]
+    };
+    warden["steps"].as_array().cloned().unwrap_or_default()
+}
+
 /// Runs `python/SCRIPT` of this crate with `WARDEN_PYTHON` (else
 /// `python3`) on `args`; whether it succeeded, its stdout and its stderr.
 pub async fn run_python(script: &str, args: Vec<String>) -> (bool, String, String) {

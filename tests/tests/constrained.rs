@@ -42,12 +42,7 @@ async fn a_required_tool_is_called_validly_on_the_first_attempt_every_time() {
             .await;
         let status = res.status().as_u16();
         let body: Value = res.json().await.unwrap();
-        let warden = if status == 200 {
-            &body["warden"]
-        } else {
-            &body["error"]["warden"]
-        };
-        let steps = warden["steps"].as_array().cloned().unwrap_or_default();
+        let steps = agent_steps(status, &body);
         let first = steps
             .first()
             .unwrap_or_else(|| panic!("seed {seed}: no step: {body}"));

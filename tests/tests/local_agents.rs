@@ -58,12 +58,7 @@ async fn the_local_model_runs_an_agent_profile_whose_tool_is_required() {
         .await;
     let status = res.status().as_u16();
     let body: Value = res.json().await.unwrap();
-    let warden = if status == 200 {
-        &body["warden"]
-    } else {
-        &body["error"]["warden"]
-    };
-    let steps = warden["steps"].as_array().cloned().unwrap_or_default();
+    let steps = agent_steps(status, &body);
     // The tool is required, so the first generation is always judged as a call.
     assert!(!steps.is_empty(), "{body}");
     for s in &steps {
