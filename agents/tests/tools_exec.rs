@@ -343,6 +343,15 @@ async fn refuses_metadata_and_private_addresses() {
         ("[fc00::1]", "unique local"),
         ("[::ffff:127.0.0.1]", "loopback"),
         ("[::ffff:169.254.169.254]", "link-local"),
+        // NAT64, 6to4 and Teredo carry an IPv4 address they deliver to.
+        ("[64:ff9b::a9fe:a9fe]", "link-local"),
+        ("[64:ff9b::7f00:1]", "loopback"),
+        ("[64:ff9b:1::a00:1]", "local-use NAT64"),
+        ("[2002:a00:1::1]", "private"),
+        ("[2002:7f00:1::]", "loopback"),
+        // Teredo's client address is inverted: 10.0.0.1 is f5ff:fffe.
+        ("[2001:0:4136:e378:8000:63bf:f5ff:fffe]", "private"),
+        ("[2001:db8::1]", "documentation"),
     ] {
         let set = http_tool(
             &format!("http://{host}/latest/meta-data"),
@@ -363,6 +372,10 @@ fn public_addresses_are_not_forbidden() {
         "100.128.0.1",
         "172.32.0.1",
         "2606:4700::1111",
+        // The same translations of a public IPv4 address (8.8.8.8).
+        "64:ff9b::808:808",
+        "2002:808:808::1",
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
     ] {
         assert_eq!(forbidden_reason(ip.parse().unwrap()), None, "{ip}");
     }

@@ -58,16 +58,16 @@ impl opentelemetry_sdk::trace::SpanExporter for HttpExporter {
                 let response = request.send().await?;
                 let status = response.status();
                 // Read the answer so the connection can be reused.
-                let text = response.text().await.unwrap_or_default();
-                Ok::<_, reqwest::Error>((status, text))
+                let body = response.bytes().await.unwrap_or_default();
+                Ok::<_, reqwest::Error>((status, body))
             })
             .await
             .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
         match sent {
             Ok((status, _)) if status.is_success() => Ok(()),
-            Ok((status, text)) => Err(OTelSdkError::InternalFailure(format!(
+            Ok((status, body)) => Err(OTelSdkError::InternalFailure(format!(
                 "OTLP collector answered {status}: {}",
-                text.chars().take(200).collect::<String>()
+                String::from_utf8_lossy(&body[..body.len().min(200)])
             ))),
             Err(e) => Err(OTelSdkError::InternalFailure(format!(
                 "sending spans to the OTLP collector: {e}"

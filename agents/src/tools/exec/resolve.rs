@@ -70,25 +70,44 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let s = ip.segments();
     if ip.is_unspecified() {
         Some("unspecified")
     } else if ip.is_loopback() {
         Some("loopback")
-    } else if first & 0xfe00 == 0xfc00 {
+    } else if let Some(v4) = translated_v4(s) {
+        // Translation and tunnelling prefixes deliver to the IPv4 address
+        // they carry: judge that one (`64:ff9b::10.0.0.1` is 10.0.0.1).
+        forbidden_v4(v4)
+    } else if s[..3] == [0x64, 0xff9b, 1] {
+        // 64:ff9b:1::/48 (RFC 8215): NAT64 inside a network, to its own hosts.
+        Some("local-use NAT64")
+    } else if s[..2] == [0x2001, 0x0db8] {
+        Some("documentation")
+    } else if s[0] & 0xfe00 == 0xfc00 {
         Some("unique local (private)")
-    } else if first & 0xffc0 == 0xfe80 {
+    } else if s[0] & 0xffc0 == 0xfe80 {
         Some("link-local")
-    } else if first & 0xffc0 == 0xfec0 {
+    } else if s[0] & 0xffc0 == 0xfec0 {
         Some("site-local")
     } else if ip.is_multicast() {
         Some("multicast")
-    } else if ip.segments()[..6] == [0, 0, 0, 0, 0, 0] {
-        // IPv4-compatible `::a.b.c.d` (deprecated): judge the IPv4 address.
-        forbidden_v4(Ipv4Addr::from(
-            (u32::from(ip.segments()[6]) << 16) | u32::from(ip.segments()[7]),
-        ))
     } else {
         None
+    }
+}
+
+/// The IPv4 address an IPv6 address delivers to, for the forms that carry
+/// one: IPv4-compatible `::a.b.c.d` (deprecated), NAT64's well-known prefix
+/// `64:ff9b::/96` (RFC 6052), 6to4 `2002:aabb:ccdd::/48` (RFC 3056) and
+/// Teredo `2001:0::/32`, whose client address is stored inverted (RFC 4380).
+fn translated_v4(s: [u16; 8]) -> Option<Ipv4Addr> {
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0, 0, 0, 0, 0, 0, hi, lo] => Some(v4(hi, lo)),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(v4(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(v4(hi, lo)),
+        [0x2001, 0, .., hi, lo] => Some(v4(!hi, !lo)),
+        _ => None,
     }
 }
