@@ -278,10 +278,14 @@ fn fixed32(b: &mut Vec<u8>, field: u32, v: u32) {
 
 fn bytes(b: &mut Vec<u8>, field: u32, v: &[u8]) {
     if !v.is_empty() {
-        key(b, field, 2);
-        varint(b, v.len() as u64);
-        b.extend_from_slice(v);
+        bytes_always(b, field, v);
     }
+}
+
+fn bytes_always(b: &mut Vec<u8>, field: u32, v: &[u8]) {
+    key(b, field, 2);
+    varint(b, v.len() as u64);
+    b.extend_from_slice(v);
 }
 
 fn string(b: &mut Vec<u8>, field: u32, v: &str) {
@@ -289,9 +293,7 @@ fn string(b: &mut Vec<u8>, field: u32, v: &str) {
 }
 
 fn string_always(b: &mut Vec<u8>, field: u32, v: &str) {
-    key(b, field, 2);
-    varint(b, v.len() as u64);
-    b.extend_from_slice(v.as_bytes());
+    bytes_always(b, field, v.as_bytes());
 }
 
 /// A nested message (always written, even when empty): its body goes at
@@ -301,18 +303,9 @@ fn message(b: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     key(b, field, 2);
     let start = b.len();
     body(b);
-    let len = b.len() - start;
-    let mut prefix = [0u8; 10];
-    let mut n = 0;
-    let mut v = len as u64;
-    while v >= 0x80 {
-        prefix[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    prefix[n] = v as u8;
-    n += 1;
-    b.extend_from_slice(&prefix[..n]);
+    let end = b.len();
+    varint(b, (end - start) as u64);
+    let n = b.len() - end;
     b[start..].rotate_right(n);
 }
 

@@ -74,13 +74,11 @@ pub struct Export {
 /// Headers sent with every export; often a collector's credentials, so
 /// their values never appear in `Debug` output.
 #[derive(Clone, Default, PartialEq)]
-pub struct ExportHeaders(pub Vec<(String, String)>);
+pub struct ExportHeaders(pub reqwest::header::HeaderMap);
 
 impl std::fmt::Debug for ExportHeaders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(name, _)| name))
-            .finish()
+        f.debug_list().entries(self.0.keys()).finish()
     }
 }
 
@@ -88,7 +86,7 @@ impl std::fmt::Debug for ExportHeaders {
 /// commas, values percent-encoded (the W3C Baggage format).
 fn parse_headers(key: &'static str, text: &str) -> Result<ExportHeaders, TelemetryError> {
     let invalid = |message: String| TelemetryError::Invalid { key, message };
-    let mut headers = Vec::new();
+    let mut headers = reqwest::header::HeaderMap::new();
     for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
         let (name, value) = pair
             .split_once('=')
@@ -98,11 +96,11 @@ fn parse_headers(key: &'static str, text: &str) -> Result<ExportHeaders, Telemet
             .decode_utf8()
             .map_err(|_| invalid(format!("the value of {name:?} is not UTF-8")))?;
         // Checked here so a bad header is a start-up error, not a failed export.
-        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(format!("{name:?} is not a header name")))?;
-        reqwest::header::HeaderValue::from_str(&value)
+        let value = reqwest::header::HeaderValue::from_str(&value)
             .map_err(|_| invalid(format!("the value of {name:?} is not a header value")))?;
-        headers.push((name.to_owned(), value.into_owned()));
+        headers.append(header, value);
     }
     Ok(ExportHeaders(headers))
 }
@@ -369,19 +367,9 @@ fn provider(
         );
     let builder = match export.protocol {
         OtlpProtocol::HttpProtobuf => {
-            let mut headers = reqwest::header::HeaderMap::new();
-            for (name, value) in &export.headers.0 {
-                // Both were checked when the settings were resolved.
-                if let (Ok(n), Ok(v)) = (
-                    reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                    reqwest::header::HeaderValue::from_str(value),
-                ) {
-                    headers.append(n, v);
-                }
-            }
             let client = reqwest::Client::builder()
                 .timeout(timeout)
-                .default_headers(headers)
+                .default_headers(export.headers.0.clone())
                 .build()
                 .map_err(|e| TelemetryError::Invalid {
                     key: "telemetry.otlp_endpoint",
@@ -572,8 +560,13 @@ mod tests {
         )
         .unwrap()
         .unwrap();
+        let pairs = |h: &ExportHeaders| -> Vec<(String, String)> {
+            h.0.iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                .collect()
+        };
         assert_eq!(
-            e.headers.0,
+            pairs(&e.headers),
             [
                 ("authorization".to_owned(), "Bearer s3cret".to_owned()),
                 ("x-tenant".to_owned(), "acme".to_owned())
@@ -594,7 +587,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(e.headers.0, [("b".to_owned(), "2".to_owned())]);
+        assert_eq!(pairs(&e.headers), [("b".to_owned(), "2".to_owned())]);
         assert_eq!(e.timeout, Duration::from_millis(3));
         for (key, bad) in [
             ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
