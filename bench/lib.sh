@@ -22,7 +22,7 @@ bench_database() {
     admin="$(bash scripts/ensure-postgres.sh)"
     db="$1_$$"
     psql "$admin" -qc "CREATE DATABASE $db"
-    export DATABASE_URL="${admin%/*}/$db"
+    export DATABASE_URL="${admin%/*}/$db${BENCH_DB_QUERY:-}"
     "$warden" migrate >/dev/null
     key="$("$warden" keys create --tenant bench --label bench 2>/dev/null)"
 }

@@ -64,12 +64,15 @@ def default_model():
 def measure(model_path, threads, prompts, repeats):
     """Best-of-`repeats` figures at one thread count, as the Rust bench does."""
     import numpy as np
+    import llama_cpp
     from llama_cpp import Llama
 
     prefill = prompts["prefill"]
     guard = prompts["guard"]
     prefix = prompts["guard_prefix"]
     count = prompts["decode_tokens"]
+    # n_batch=512: Llama.eval feeds a longer prompt (the ~600-token guard) as
+    # 512 + rest, each chunk a llama_decode at consecutive positions.
     llm = Llama(
         model_path=model_path,
         n_ctx=2048,
@@ -79,40 +82,63 @@ def measure(model_path, threads, prompts, repeats):
         n_threads_batch=threads,
         verbose=False,
     )
-    # Warm-up: page in the weights, start the threads.
-    llm.reset()
-    llm.eval(prefill[:64])
+    n_vocab = llm.n_vocab()
 
-    def timed_eval(tokens, keep=0):
-        # eval() drops the cache past n_tokens before it runs.
-        llm.n_tokens = keep
+    def cold():
+        # Llama.reset() only rewinds n_tokens (it clears llama.cpp's memory for
+        # recurrent models only); the KV cells must go too, or the next eval
+        # lands on positions the cache still holds.
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+
+    def last_logits():
+        # Llama.eval keeps no logits unless logits_all=True (which would also
+        # compute them for every prompt token), so read the last row directly.
+        return np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)
+        )
+
+    def timed_eval(tokens):
         t = time.perf_counter()
         llm.eval(tokens)
         return time.perf_counter() - t
 
+    # Warm-up: page in the weights, start the threads.
+    cold()
+    llm.eval(prefill[:64])
+
     best = {"threads": threads, "prefill_tok_s": 0.0, "decode_tok_s": 0.0,
             "guard_cold_ms": float("inf"), "guard_cached_ms": float("inf")}
     for _ in range(repeats):
+        cold()
         t = timed_eval(prefill)
         best["prefill_tok_s"] = max(best["prefill_tok_s"], len(prefill) / t)
 
-        llm.n_tokens = 0
+        # Greedy, one token per eval, after a 16-token prompt.
+        cold()
         llm.eval(prefill[:16])
-        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        nxt = int(np.argmax(last_logits()))
         t = time.perf_counter()
         for _ in range(count):
             llm.eval([nxt])
-            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            nxt = int(np.argmax(last_logits()))
         best["decode_tok_s"] = max(best["decode_tok_s"], count / (time.perf_counter() - t))
 
+        cold()
         t = timed_eval(guard)
         best["guard_cold_ms"] = min(best["guard_cold_ms"], t * 1e3)
 
-        llm.n_tokens = 0
-        llm.eval(guard[:prefix])
-        t = timed_eval(guard[prefix:], keep=prefix)
+    # Cached guard: the prefix is evaluated once; each run drops only the
+    # positions past it from sequence 0 and evaluates the rest.
+    cold()
+    llm.eval(guard[:prefix])
+    for _ in range(repeats):
+        if not llm._ctx.kv_cache_seq_rm(0, prefix, -1):
+            raise RuntimeError("llama.cpp cannot truncate this model's memory")
+        llm.n_tokens = prefix
+        t = timed_eval(guard[prefix:])
         best["guard_cached_ms"] = min(best["guard_cached_ms"], t * 1e3)
-    llm.close() if hasattr(llm, "close") else None
+    llm.close()
     return best
 
 

@@ -54,15 +54,15 @@ const EVENT_COLUMNS: &str = "event_id, stream_id, seq, recorded_at, occurred_at,
 const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_events_stage \
     (LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS";
 
-/// Inserts `records` in one transaction. Every insert is idempotent (events
-/// by (stream, seq), streams by id, policies by (id, version)), so a replay
-/// after a crash stores each record exactly once.
+/// Inserts `records` atomically. Every insert is idempotent (events by
+/// (stream, seq), streams by id, policies by (id, version)), so a replay
+/// after a crash may overlap what is already stored.
 ///
 /// Events go in with one binary `COPY` straight into `audit_events` (the
 /// fast path: a live batch never holds stored events). If that trips the
-/// primary key, the batch is a replay overlapping what is already stored: the
-/// COPY is rolled back to a savepoint and the batch goes through a temporary
-/// staging table and `INSERT ... ON CONFLICT DO NOTHING` instead.
+/// primary key, the batch is a replay overlapping what is already stored:
+/// it goes again, through a temporary staging table and
+/// `INSERT ... ON CONFLICT DO NOTHING`.
 pub async fn insert_records(pool: &PgPool, records: &[Record]) -> Result<(), sqlx::Error> {
     let events: Vec<&SealedEvent> = records
         .iter()
@@ -71,36 +71,50 @@ pub async fn insert_records(pool: &PgPool, records: &[Record]) -> Result<(), sql
             _ => None,
         })
         .collect();
-    // Encoded before the transaction so the connection is held only for I/O.
-    let copy = if events.is_empty() {
-        None
-    } else {
-        Some(encode_copy(&events)?)
-    };
+    if events.is_empty() {
+        let mut tx = pool.begin().await?;
+        insert_meta(&mut tx, records).await?;
+        return tx.commit().await;
+    }
+    // Encoded before any statement so a connection is held only for I/O.
+    let copy = encode_copy(&events)?;
+    match copy_direct(pool, records, events.len(), &copy).await {
+        Err(e) if is_unique_violation(&e) => insert_staged(pool, records, &copy).await,
+        done => done,
+    }
+}
+
+/// The fast path: `COPY` into `audit_events`, failing on a stored event.
+async fn copy_direct(
+    pool: &PgPool,
+    records: &[Record],
+    events: usize,
+    copy: &[u8],
+) -> Result<(), sqlx::Error> {
+    if events == records.len() {
+        // Only events (every batch but a stream's first and a new policy's):
+        // one COPY is atomic on its own, so no BEGIN and COMMIT round trips.
+        copy_in(&mut *pool.acquire().await?, "audit_events", copy).await?;
+        return Ok(());
+    }
     let mut tx = pool.begin().await?;
     insert_meta(&mut tx, records).await?;
-    if let Some(copy) = copy {
-        sqlx::query("SAVEPOINT audit_copy")
-            .execute(&mut *tx)
-            .await?;
-        match copy_in(&mut tx, "audit_events", &copy).await {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT audit_copy")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(CREATE_STAGE).execute(&mut *tx).await?;
-                copy_in(&mut tx, "audit_events_stage", &copy).await?;
-                sqlx::query(
-                    "INSERT INTO audit_events SELECT * FROM audit_events_stage \
-                     ON CONFLICT (stream_id, seq, recorded_at) DO NOTHING",
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    copy_in(&mut tx, "audit_events", copy).await?;
+    tx.commit().await
+}
+
+/// The replay path: events already stored are skipped.
+async fn insert_staged(pool: &PgPool, records: &[Record], copy: &[u8]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    insert_meta(&mut tx, records).await?;
+    sqlx::query(CREATE_STAGE).execute(&mut *tx).await?;
+    copy_in(&mut tx, "audit_events_stage", copy).await?;
+    sqlx::query(
+        "INSERT INTO audit_events SELECT * FROM audit_events_stage \
+         ON CONFLICT (stream_id, seq, recorded_at) DO NOTHING",
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
 

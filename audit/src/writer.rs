@@ -434,7 +434,23 @@ struct Writer {
 struct InFlight {
     records: Arc<Vec<Record>>,
     acks: Vec<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), AuditError>>,
+    /// The insert's result, set before the writer is woken. Why not the
+    /// task's own output: a task that wakes the writer and then returns is
+    /// not yet `is_finished` when the writer looks, and the writer then
+    /// slept until its next batch deadline (50 ms) with callers waiting.
+    outcome: Arc<std::sync::Mutex<Option<Result<(), AuditError>>>>,
+    task: JoinHandle<()>,
+}
+
+impl InFlight {
+    fn is_done(&self) -> bool {
+        lock(&self.outcome).is_some()
+    }
+}
+
+/// The lock even if a holder panicked: the slot is a plain value.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(3600);
@@ -522,32 +538,35 @@ impl Writer {
     /// Starts storing `batch` on a task of its own.
     fn dispatch(&mut self, batch: Batch) {
         let records = Arc::new(batch.records);
-        let (pool, timeout, stored, shared) = (
+        let outcome = Arc::new(std::sync::Mutex::new(None));
+        let (pool, timeout, stored, shared, slot) = (
             self.pool.clone(),
             self.config.db_timeout,
             Arc::clone(&records),
             Arc::clone(&self.shared),
+            Arc::clone(&outcome),
         );
         let task = tokio::spawn(async move {
             let result = match tokio::time::timeout(timeout, insert_records(&pool, &stored)).await {
                 Ok(result) => result.map_err(AuditError::from),
                 Err(_) => Err(AuditError::Database(sqlx::Error::PoolTimedOut)),
             };
+            *lock(&slot) = Some(result);
             // Wake the writer to settle this batch now: callers may be
             // waiting for it to be durable.
             shared.wake.notify_one();
-            result
         });
         self.in_flight.push_back(InFlight {
             records,
             acks: batch.acks,
+            outcome,
             task,
         });
     }
 
     /// Settles the in-flight batches that have already finished, oldest first.
     async fn settle_finished(&mut self, pending: &mut Batch) {
-        while self.in_flight.front().is_some_and(|f| f.task.is_finished()) {
+        while self.in_flight.front().is_some_and(InFlight::is_done) {
             self.settle_oldest(pending).await;
         }
     }
@@ -565,10 +584,15 @@ impl Writer {
         let Some(flight) = self.in_flight.pop_front() else {
             return;
         };
-        let result = flight
-            .task
-            .await
-            .unwrap_or_else(|e| Err(AuditError::Io(std::io::Error::other(e))));
+        let joined = flight.task.await;
+        let outcome = lock(&flight.outcome).take();
+        // No outcome: the task panicked or was cancelled before it had one.
+        let result = outcome.unwrap_or_else(|| {
+            let why = joined
+                .err()
+                .map_or_else(|| "no result".to_owned(), |e| e.to_string());
+            Err(AuditError::Io(std::io::Error::other(why)))
+        });
         let batch = Batch {
             records: Arc::unwrap_or_clone(flight.records),
             acks: flight.acks,

@@ -10,6 +10,7 @@ pub mod guarding;
 pub mod metrics;
 pub mod openai;
 pub mod otlp;
+pub mod pg_nodelay;
 pub mod policy_cache;
 pub mod request_id;
 pub mod routes;

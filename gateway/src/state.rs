@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use warden_audit::{
     AuditEvent, AuditHandle, AuditWriter, InstanceId, PolicyRef, PolicyText, WriterConfig,
@@ -68,12 +68,19 @@ impl AppState {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = match &config.database.url {
             Some(url) => {
+                let options: PgConnectOptions = url.parse().context("database.url")?;
+                let port = options.get_port();
                 // Lazy: the gateway starts (and spools audit) while PostgreSQL is down.
                 let pool = PgPoolOptions::new()
                     .max_connections(config.database.max_connections)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect_lazy(url)
-                    .context("database.url")?;
+                    .after_connect(move |_, _| {
+                        Box::pin(async move {
+                            crate::pg_nodelay::set_on_connections_to(port);
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy_with(options);
                 if config.database.migrate_on_start {
                     warden_audit::migrate(&pool)
                         .await

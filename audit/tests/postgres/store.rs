@@ -1,6 +1,7 @@
-//! The binary COPY store path: every column survives the round trip, and a
-//! batch overlapping what is already stored (a replay after a crash) adds
-//! only the missing events, under the gateway role's privileges.
+//! The binary COPY store path, in a transaction with a stream record and
+//! alone for a batch of events only: every column survives the round trip,
+//! and a batch overlapping what is already stored (a replay after a crash)
+//! adds only the missing events, under the gateway role's privileges.
 
 use crate::support::*;
 use chrono::{TimeZone, Utc};
@@ -61,6 +62,24 @@ async fn stored_events(pool: &sqlx::PgPool, stream: StreamId) -> Vec<SealedEvent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_round_trips_every_column_and_replays_exactly_once() {
+    round_trip_and_replay(Batches::WithStream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_only_batches_round_trip_and_replay_exactly_once() {
+    round_trip_and_replay(Batches::EventsOnly).await;
+}
+
+/// What the batches hold besides events.
+#[derive(PartialEq)]
+enum Batches {
+    /// The stream record rides with the events: one transaction.
+    WithStream,
+    /// The stream record is stored first: a COPY on its own.
+    EventsOnly,
+}
+
+async fn round_trip_and_replay(batches: Batches) {
     let db = TestDb::new().await;
     let gateway = db.pool_as_member_of("warden_gateway").await;
     let stream = StreamId::new();
@@ -76,17 +95,23 @@ async fn copy_round_trips_every_column_and_replays_exactly_once() {
         .enumerate()
         .map(|(i, e)| chain.seal_at(e, months[usize::from(i >= 5)]).unwrap())
         .collect();
-    let mut records = vec![Record::Stream(StreamRecord {
+    let start = Record::Stream(StreamRecord {
         stream_id: stream,
         instance_id: InstanceId::new("store-test").unwrap(),
         started_at: months[0],
-    })];
+    });
+    let mut records = Vec::new();
+    if batches == Batches::EventsOnly {
+        insert_records(&gateway, &[start]).await.unwrap();
+    } else {
+        records.push(start);
+    }
     records.extend(sealed.iter().cloned().map(|e| Record::Event(Box::new(e))));
 
     // The first half is stored, then the whole batch arrives again, as a
     // replay after a crash between the database's commit and the spool's
     // truncation would send it.
-    let half = 1 + sealed.len() / 2;
+    let half = records.len().div_ceil(2);
     insert_records(&gateway, &records[..half]).await.unwrap();
     insert_records(&gateway, &records).await.unwrap();
     insert_records(&gateway, &records).await.unwrap();
