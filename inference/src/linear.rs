@@ -12,11 +12,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::gguf::GgufFile;
 use crate::kernels::blocks::parse_blocks;
 use crate::kernels::{Block, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Isa, WeightFormat, QK};
 
@@ -54,20 +55,14 @@ impl<B: WeightFormat> QMatrix<B> {
         }
     }
 
-    fn concat(parts: &[QTensor], rows: usize, cols: usize) -> Result<Self> {
+    /// Tensors `names` of the file, stacked by rows, read straight into the
+    /// matrix's blocks (no whole-tensor copy in between).
+    fn read(gguf: &mut GgufFile, names: &[String], rows: usize, cols: usize) -> Result<Self> {
         let mut blocks = Vec::with_capacity(rows * cols / QK);
-        for p in parts {
-            let data = p.data()?;
-            if data.len() != p.shape().elem_count() / QK * B::BYTES {
-                return Err(candle_core::Error::Msg(format!(
-                    "{:?} tensor of {} bytes for {} values",
-                    p.dtype(),
-                    data.len(),
-                    p.shape().elem_count()
-                ))
-                .into());
-            }
-            blocks.extend(data.chunks_exact(B::BYTES).map(B::parse));
+        for name in names {
+            gguf.read_tensor_chunks(name, B::BYTES * 16 * 1024, |bytes| {
+                blocks.extend(bytes.chunks_exact(B::BYTES).map(B::parse));
+            })?;
         }
         Ok(Self { blocks, rows, cols })
     }
@@ -294,16 +289,18 @@ pub(crate) enum Linear {
 }
 
 impl Linear {
-    /// One layer from quantised tensors sharing their input width.
-    pub(crate) fn from_qtensors(parts: Vec<QTensor>) -> Result<Self> {
-        if let Some(fused) = fuse(&parts)? {
+    /// One layer from the file's tensors `names`, sharing their input width:
+    /// fused into one matrix for our kernels when they all have one of our
+    /// formats, else candle's matmuls.
+    pub(crate) fn from_gguf(gguf: &mut GgufFile, names: &[String]) -> Result<Self> {
+        if let Some(fused) = fuse(gguf, names)? {
             return Ok(Self::Quant(Arc::new(fused)));
         }
         Ok(Self::Candle(
-            parts
-                .into_iter()
-                .map(QMatMul::from_qtensor)
-                .collect::<candle_core::Result<_>>()?,
+            names
+                .iter()
+                .map(|n| Ok(QMatMul::from_qtensor(gguf.tensor(n)?)?))
+                .collect::<Result<_>>()?,
         ))
     }
 
@@ -363,26 +360,35 @@ impl Linear {
     }
 }
 
-/// Concatenates the rows of tensors in one of our formats with equal widths.
-fn fuse(parts: &[QTensor]) -> Result<Option<QWeight>> {
-    let Some(first) = parts.first() else {
+/// Reads tensors in one of our formats with equal widths as one matrix,
+/// stacked by rows; `None` when they are not all such tensors.
+fn fuse(gguf: &mut GgufFile, names: &[String]) -> Result<Option<QWeight>> {
+    let mut shapes = Vec::with_capacity(names.len());
+    for name in names {
+        let Some((dtype, dims)) = gguf.tensor_info(name) else {
+            // Missing: let the tensor read report it with the file's name.
+            return Ok(None);
+        };
+        let &[rows, cols] = dims else {
+            return Ok(None);
+        };
+        shapes.push((dtype, rows, cols));
+    }
+    let Some(&(dtype, _, cols)) = shapes.first() else {
         return Ok(None);
     };
-    let dtype = first.dtype();
-    let cols = first.shape().dims2()?.1;
-    let mut rows = 0;
-    for p in parts {
-        let (r, c) = p.shape().dims2()?;
-        if p.dtype() != dtype || c != cols || !c.is_multiple_of(QK) {
-            return Ok(None);
-        }
-        rows += r;
+    if shapes
+        .iter()
+        .any(|&(d, _, c)| d != dtype || c != cols || !c.is_multiple_of(QK))
+    {
+        return Ok(None);
     }
+    let rows = shapes.iter().map(|&(_, r, _)| r).sum();
     Ok(Some(match dtype {
-        GgmlDType::Q4_1 => QWeight::Q4_1(QMatrix::concat(parts, rows, cols)?),
-        GgmlDType::Q5_0 => QWeight::Q5_0(QMatrix::concat(parts, rows, cols)?),
-        GgmlDType::Q5_1 => QWeight::Q5_1(QMatrix::concat(parts, rows, cols)?),
-        GgmlDType::Q8_0 => QWeight::Q8_0(QMatrix::concat(parts, rows, cols)?),
+        GgmlDType::Q4_1 => QWeight::Q4_1(QMatrix::read(gguf, names, rows, cols)?),
+        GgmlDType::Q5_0 => QWeight::Q5_0(QMatrix::read(gguf, names, rows, cols)?),
+        GgmlDType::Q5_1 => QWeight::Q5_1(QMatrix::read(gguf, names, rows, cols)?),
+        GgmlDType::Q8_0 => QWeight::Q8_0(QMatrix::read(gguf, names, rows, cols)?),
         _ => return Ok(None),
     }))
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use crate::attention::{attend, Heads, Rope, RopeStyle};
@@ -147,29 +147,36 @@ impl Llama {
                 check_dtype(gguf.path(), &name, dtype)?;
             }
         }
-        let mut q = |name: &str| -> Result<QTensor> { gguf.tensor(name) };
-        let embed_q = q("token_embd.weight")?;
-        let vocab = embed_q.shape().dims2()?.0;
+        let vocab = match gguf.tensor_info("token_embd.weight") {
+            Some((_, &[rows, _])) => rows,
+            _ => gguf.tensor("token_embd.weight")?.shape().dims2()?.0,
+        };
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
+            let mut linear = |parts: &[&str]| {
+                let names: Vec<String> = parts.iter().map(|s| p(s)).collect();
+                Linear::from_gguf(gguf, &names)
+            };
+            let qkv = linear(&["attn_q", "attn_k", "attn_v"])?;
+            let wo = linear(&["attn_output"])?;
+            let gate_up = linear(&["ffn_gate", "ffn_up"])?;
+            let w_down = linear(&["ffn_down"])?;
             layers.push(Layer {
-                attn_norm: q(&p("attn_norm"))?.dequantize(&Device::Cpu)?,
-                qkv: Linear::from_qtensors(vec![
-                    q(&p("attn_q"))?,
-                    q(&p("attn_k"))?,
-                    q(&p("attn_v"))?,
-                ])?,
-                wo: Linear::from_qtensors(vec![q(&p("attn_output"))?])?,
-                ffn_norm: q(&p("ffn_norm"))?.dequantize(&Device::Cpu)?,
-                gate_up: Linear::from_qtensors(vec![q(&p("ffn_gate"))?, q(&p("ffn_up"))?])?,
-                w_down: Linear::from_qtensors(vec![q(&p("ffn_down"))?])?,
+                attn_norm: gguf.tensor(&p("attn_norm"))?.dequantize(&Device::Cpu)?,
+                qkv,
+                wo,
+                ffn_norm: gguf.tensor(&p("ffn_norm"))?.dequantize(&Device::Cpu)?,
+                gate_up,
+                w_down,
             });
         }
-        let norm = q("output_norm.weight")?.dequantize(&Device::Cpu)?;
-        let embed = Linear::from_qtensors(vec![embed_q])?;
+        let norm = gguf
+            .tensor("output_norm.weight")?
+            .dequantize(&Device::Cpu)?;
+        let embed = Linear::from_gguf(gguf, &["token_embd.weight".to_owned()])?;
         let output = if gguf.tensor_info("output.weight").is_some() {
-            Linear::from_qtensors(vec![gguf.tensor("output.weight")?])?
+            Linear::from_gguf(gguf, &["output.weight".to_owned()])?
         } else {
             // Tied embeddings: the output projection is the embedding matrix.
             embed.share()
