@@ -105,10 +105,7 @@ impl<B: WeightFormat> QMatrix<B> {
             .for_each(|(job, dst)| {
                 let first = job * chunk;
                 for (i, d) in dst.chunks_exact_mut(n).enumerate() {
-                    let w = self.row(first + i);
-                    for (t, o) in d.iter_mut().enumerate() {
-                        *o = B::dot(isa, w, &acts[t * kb..(t + 1) * kb]);
-                    }
+                    B::dot_many(isa, self.row(first + i), &acts, d);
                 }
             });
         if n == 1 {

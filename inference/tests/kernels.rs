@@ -158,6 +158,22 @@ fn check_format<W: WeightFormat>(
             close(f64::from(fast), f64::from(scalar), mag),
             "{simd:?} {fast} vs scalar {scalar} (magnitude {mag})"
         );
+        // Several activation rows at once (batched decode): each result is
+        // the one-row kernel's, bit for bit, on every instruction set.
+        let rows = rng.random_range(1..=6);
+        let acts: Vec<W::Act> = (0..rows * n).map(|_| act(rng)).collect();
+        for isa in [Isa::Scalar, simd] {
+            let mut many = vec![f32::NAN; rows];
+            W::dot_many(isa, &w, &acts, &mut many);
+            for (got, a) in many.iter().zip(acts.chunks_exact(n)) {
+                let one = W::dot(isa, &w, a);
+                assert_eq!(
+                    got.to_bits(),
+                    one.to_bits(),
+                    "{isa:?} dot_many {got} vs dot {one}"
+                );
+            }
+        }
     });
 }
 

@@ -150,3 +150,90 @@ pub unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     }
     hsum(acc)
 }
+
+/// The same dot products against several activation rows at once (batched
+/// decode): each weight block is loaded, unpacked and its scales converted
+/// once for up to four rows, each row keeping its own accumulators, so every
+/// result is bit for bit the one-row kernel's.
+pub mod many {
+    use super::*;
+
+    /// [`super::dot_q4_1_q8_1`] of `w` against each row of `acts` (rows of
+    /// `w.len()` blocks, end to end) into `out`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], acts: &[BlockQ8_1], out: &mut [f32]) {
+        let kb = w.len();
+        for (out, acts) in out.chunks_mut(4).zip(acts.chunks(4 * kb)) {
+            match out.len() {
+                4 => q4_1_rows::<4>(w, acts, out),
+                3 => q4_1_rows::<3>(w, acts, out),
+                2 => q4_1_rows::<2>(w, acts, out),
+                _ => out[0] = super::dot_q4_1_q8_1(w, acts),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_1_rows<const R: usize>(w: &[BlockQ4_1], acts: &[BlockQ8_1], out: &mut [f32]) {
+        let kb = w.len();
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut mins = [0f32; R];
+        for (i, w) in w.iter().enumerate() {
+            let (wd, wm) = (f16(w.d.to_bits()), f16(w.m.to_bits()));
+            let q = nibbles(&w.qs);
+            for r in 0..R {
+                let a = &acts[r * kb + i];
+                let d = wd * f16(a.d.to_bits());
+                mins[r] += wm * f16(a.s.to_bits());
+                let products = dot_u8_i8(q, load(&a.qs));
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), products, acc[r]);
+            }
+        }
+        for r in 0..R {
+            out[r] = hsum(acc[r]) + mins[r];
+        }
+    }
+
+    /// [`super::dot_q8_0_q8_0`] of `w` against each row of `acts` into `out`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], acts: &[BlockQ8_0], out: &mut [f32]) {
+        let kb = w.len();
+        for (out, acts) in out.chunks_mut(4).zip(acts.chunks(4 * kb)) {
+            match out.len() {
+                4 => q8_0_rows::<4>(w, acts, out),
+                3 => q8_0_rows::<3>(w, acts, out),
+                2 => q8_0_rows::<2>(w, acts, out),
+                _ => out[0] = super::dot_q8_0_q8_0(w, acts),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_rows<const R: usize>(w: &[BlockQ8_0], acts: &[BlockQ8_0], out: &mut [f32]) {
+        let kb = w.len();
+        let mut acc = [_mm256_setzero_ps(); R];
+        for (i, w) in w.iter().enumerate() {
+            let wd = f16(w.d.to_bits());
+            let x = load(&w.qs);
+            // dot_i8_i8's |x| and sign(x), taken once for all rows.
+            let abs_x = _mm256_sign_epi8(x, x);
+            for r in 0..R {
+                let a = &acts[r * kb + i];
+                let d = wd * f16(a.d.to_bits());
+                let products = dot_u8_i8(abs_x, _mm256_sign_epi8(load(&a.qs), x));
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), products, acc[r]);
+            }
+        }
+        for r in 0..R {
+            out[r] = hsum(acc[r]);
+        }
+    }
+}

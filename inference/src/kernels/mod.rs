@@ -46,6 +46,16 @@ pub trait WeightFormat: Block {
     /// Dot product of a weight row with an activation row, both in blocks.
     fn dot(isa: Isa, w: &[Self], a: &[Self::Act]) -> f32;
 
+    /// Dot products of one weight row with `out.len()` activation rows laid
+    /// end to end in `acts`, each `w.len()` blocks; every result equals
+    /// [`Self::dot`]'s bit for bit. Formats with a kernel for it unpack each
+    /// weight block once for all the rows (batched decode).
+    fn dot_many(isa: Isa, w: &[Self], acts: &[Self::Act], out: &mut [f32]) {
+        for (o, a) in out.iter_mut().zip(acts.chunks_exact(w.len())) {
+            *o = Self::dot(isa, w, a);
+        }
+    }
+
     /// Replaces a row by its quantised-then-dequantised activations, so a
     /// float GEMM on it computes what the integer kernels compute (up to
     /// summation order): batched and one-token passes then agree as
@@ -91,6 +101,24 @@ macro_rules! dispatch {
     }};
 }
 
+/// [`WeightFormat::dot_many`] through the AVX2 kernel of `$name` for many
+/// rows when `isa` allows it, else one [`WeightFormat::dot`] per row.
+macro_rules! dispatch_many {
+    ($isa:expr, $name:ident, $w:expr, $acts:expr, $out:expr) => {{
+        debug_assert_eq!($acts.len(), $w.len() * $out.len());
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2` is only produced after detecting AVX2, FMA and F16C.
+            Isa::Avx2 => unsafe { avx2::many::$name($w, $acts, $out) },
+            _ => {
+                for (o, a) in $out.iter_mut().zip($acts.chunks_exact($w.len())) {
+                    *o = scalar::$name($w, a);
+                }
+            }
+        }
+    }};
+}
+
 impl WeightFormat for BlockQ4_1 {
     type Act = BlockQ8_1;
     fn quantize_act(x: &[f32], out: &mut [BlockQ8_1]) {
@@ -98,6 +126,9 @@ impl WeightFormat for BlockQ4_1 {
     }
     fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_1]) -> f32 {
         dispatch!(isa, dot_q4_1_q8_1, w, a)
+    }
+    fn dot_many(isa: Isa, w: &[Self], acts: &[BlockQ8_1], out: &mut [f32]) {
+        dispatch_many!(isa, dot_q4_1_q8_1, w, acts, out)
     }
 }
 
@@ -128,5 +159,8 @@ impl WeightFormat for BlockQ8_0 {
     }
     fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_0]) -> f32 {
         dispatch!(isa, dot_q8_0_q8_0, w, a)
+    }
+    fn dot_many(isa: Isa, w: &[Self], acts: &[BlockQ8_0], out: &mut [f32]) {
+        dispatch_many!(isa, dot_q8_0_q8_0, w, acts, out)
     }
 }
