@@ -158,6 +158,22 @@ pub unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
 pub mod many {
     use super::*;
 
+    /// Runs `$rows::<R>` on groups of up to four rows of `$acts` into
+    /// `$out`; a lone row takes the one-row kernel `$one`.
+    macro_rules! in_fours {
+        ($w:expr, $acts:expr, $out:expr, $rows:ident, $one:path) => {{
+            let kb = $w.len();
+            for (out, acts) in $out.chunks_mut(4).zip($acts.chunks(4 * kb)) {
+                match out.len() {
+                    4 => $rows::<4>($w, acts, out),
+                    3 => $rows::<3>($w, acts, out),
+                    2 => $rows::<2>($w, acts, out),
+                    _ => out[0] = $one($w, acts),
+                }
+            }
+        }};
+    }
+
     /// [`super::dot_q4_1_q8_1`] of `w` against each row of `acts` (rows of
     /// `w.len()` blocks, end to end) into `out`.
     ///
@@ -165,15 +181,7 @@ pub mod many {
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], acts: &[BlockQ8_1], out: &mut [f32]) {
-        let kb = w.len();
-        for (out, acts) in out.chunks_mut(4).zip(acts.chunks(4 * kb)) {
-            match out.len() {
-                4 => q4_1_rows::<4>(w, acts, out),
-                3 => q4_1_rows::<3>(w, acts, out),
-                2 => q4_1_rows::<2>(w, acts, out),
-                _ => out[0] = super::dot_q4_1_q8_1(w, acts),
-            }
-        }
+        in_fours!(w, acts, out, q4_1_rows, super::dot_q4_1_q8_1);
     }
 
     #[inline]
@@ -204,15 +212,7 @@ pub mod many {
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], acts: &[BlockQ8_0], out: &mut [f32]) {
-        let kb = w.len();
-        for (out, acts) in out.chunks_mut(4).zip(acts.chunks(4 * kb)) {
-            match out.len() {
-                4 => q8_0_rows::<4>(w, acts, out),
-                3 => q8_0_rows::<3>(w, acts, out),
-                2 => q8_0_rows::<2>(w, acts, out),
-                _ => out[0] = super::dot_q8_0_q8_0(w, acts),
-            }
-        }
+        in_fours!(w, acts, out, q8_0_rows, super::dot_q8_0_q8_0);
     }
 
     #[inline]
