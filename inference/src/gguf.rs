@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
@@ -143,6 +143,18 @@ impl GgufFile {
             .map(|t| (t.ggml_dtype, t.shape.dims()))
     }
 
+    /// A tensor's header entry, or an error naming the file and the tensor.
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| InferenceError::Tensor {
+                path: self.path.clone(),
+                tensor: name.to_owned(),
+                reason: "missing from the file".into(),
+            })
+    }
+
     /// Reads a tensor's stored bytes in pieces of at most `chunk` bytes (a
     /// multiple of its block size), handing each to `sink`. Why not
     /// [`Self::tensor`]: the weights our kernels use are copied into their
@@ -154,17 +166,8 @@ impl GgufFile {
         chunk: usize,
         mut sink: impl FnMut(&[u8]),
     ) -> Result<()> {
-        let info = self
-            .content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| InferenceError::Tensor {
-                path: self.path.clone(),
-                tensor: name.to_owned(),
-                reason: "missing from the file".into(),
-            })?;
-        let mut left =
-            info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let info = self.info(name)?;
+        let mut left = stored_bytes(info);
         let start = self.content.tensor_data_offset + info.offset;
         let io = |source| InferenceError::Io {
             path: self.path.clone(),
@@ -183,13 +186,7 @@ impl GgufFile {
 
     /// Reads a tensor into memory.
     pub fn tensor(&mut self, name: &str) -> Result<QTensor> {
-        if !self.content.tensor_infos.contains_key(name) {
-            return Err(InferenceError::Tensor {
-                path: self.path.clone(),
-                tensor: name.to_owned(),
-                reason: "missing from the file".into(),
-            });
-        }
+        self.info(name)?;
         self.content
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| InferenceError::Tensor {
@@ -209,8 +206,7 @@ impl GgufFile {
             })?
             .len();
         for (name, info) in &self.content.tensor_infos {
-            let bytes = info.shape.elem_count() / info.ggml_dtype.block_size()
-                * info.ggml_dtype.type_size();
+            let bytes = stored_bytes(info);
             let end = self
                 .content
                 .tensor_data_offset
@@ -228,4 +224,9 @@ impl GgufFile {
         }
         Ok(())
     }
+}
+
+/// Bytes a tensor takes in the file.
+fn stored_bytes(info: &TensorInfo) -> usize {
+    info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()
 }

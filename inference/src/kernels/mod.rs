@@ -51,9 +51,7 @@ pub trait WeightFormat: Block {
     /// [`Self::dot`]'s bit for bit. Formats with a kernel for it unpack each
     /// weight block once for all the rows (batched decode).
     fn dot_many(isa: Isa, w: &[Self], acts: &[Self::Act], out: &mut [f32]) {
-        for (o, a) in out.iter_mut().zip(acts.chunks_exact(w.len())) {
-            *o = Self::dot(isa, w, a);
-        }
+        dot_each(isa, w, acts, out)
     }
 
     /// Replaces a row by its quantised-then-dequantised activations, so a
@@ -66,6 +64,13 @@ pub trait WeightFormat: Block {
         for (b, chunk) in blocks.iter().zip(x.chunks_exact_mut(QK)) {
             b.dequantize(chunk);
         }
+    }
+}
+
+/// [`WeightFormat::dot_many`] as one [`WeightFormat::dot`] per row.
+fn dot_each<W: WeightFormat>(isa: Isa, w: &[W], acts: &[W::Act], out: &mut [f32]) {
+    for (o, a) in out.iter_mut().zip(acts.chunks_exact(w.len())) {
+        *o = W::dot(isa, w, a);
     }
 }
 
@@ -110,11 +115,7 @@ macro_rules! dispatch_many {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Isa::Avx2` is only produced after detecting AVX2, FMA and F16C.
             Isa::Avx2 => unsafe { avx2::many::$name($w, $acts, $out) },
-            _ => {
-                for (o, a) in $out.iter_mut().zip($acts.chunks_exact($w.len())) {
-                    *o = scalar::$name($w, a);
-                }
-            }
+            _ => dot_each($isa, $w, $acts, $out),
         }
     }};
 }
