@@ -126,7 +126,7 @@ async fn run(
         store::insert_records_multirow(&pool, &old_records).await?;
         old_time += t.elapsed();
         let t = Instant::now();
-        store::insert_records(&pool, &new_records).await?;
+        store::insert_records(&mut *pool.acquire().await?, &new_records).await?;
         copy_time += t.elapsed();
     }
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
@@ -139,7 +139,7 @@ async fn run(
     // Replaying a batch that is already stored takes the staging path and adds nothing.
     let replay = to_records(&sealed[..STORE_BATCH.min(events)]);
     let t = Instant::now();
-    store::insert_records(&pool, &replay).await?;
+    store::insert_records(&mut *pool.acquire().await?, &replay).await?;
     println!(
         "replay of {} stored events (staging path): {:.1} ms",
         replay.len(),

@@ -9,6 +9,7 @@
 
 pub mod canonical;
 pub mod chain;
+mod connections;
 pub mod error;
 pub mod event;
 pub mod export;

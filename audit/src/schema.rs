@@ -23,8 +23,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), AuditError> {
 
 /// Creates the monthly partitions from the month of `from` to `months_ahead`
 /// months later (those missing); returns how many were created.
-pub async fn ensure_partitions(
-    pool: &PgPool,
+pub async fn ensure_partitions<'c>(
+    db: impl sqlx::PgExecutor<'c>,
     from: DateTime<Utc>,
     months_ahead: u32,
 ) -> Result<i32, AuditError> {
@@ -32,7 +32,7 @@ pub async fn ensure_partitions(
     let created: i32 = sqlx::query_scalar("SELECT audit_ensure_partitions($1, $2)")
         .bind(from)
         .bind(months)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     Ok(created)
 }

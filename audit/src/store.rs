@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::chain::SealedEvent;
@@ -63,7 +63,10 @@ const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS audit_events_stage \
 /// primary key, the batch is a replay overlapping what is already stored:
 /// it goes again, through a temporary staging table and
 /// `INSERT ... ON CONFLICT DO NOTHING`.
-pub async fn insert_records(pool: &PgPool, records: &[Record]) -> Result<(), sqlx::Error> {
+pub async fn insert_records(
+    conn: &mut PgConnection,
+    records: &[Record],
+) -> Result<(), sqlx::Error> {
     let events: Vec<&SealedEvent> = records
         .iter()
         .filter_map(|r| match r {
@@ -72,21 +75,20 @@ pub async fn insert_records(pool: &PgPool, records: &[Record]) -> Result<(), sql
         })
         .collect();
     if events.is_empty() {
-        let mut tx = pool.begin().await?;
+        let mut tx = conn.begin().await?;
         insert_meta(&mut tx, records).await?;
         return tx.commit().await;
     }
-    // Encoded before any statement so a connection is held only for I/O.
     let copy = encode_copy(&events)?;
-    match copy_direct(pool, records, events.len(), &copy).await {
-        Err(e) if is_unique_violation(&e) => insert_staged(pool, records, &copy).await,
+    match copy_direct(conn, records, events.len(), &copy).await {
+        Err(e) if is_unique_violation(&e) => insert_staged(conn, records, &copy).await,
         done => done,
     }
 }
 
 /// The fast path: `COPY` into `audit_events`, failing on a stored event.
 async fn copy_direct(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     records: &[Record],
     events: usize,
     copy: &[u8],
@@ -94,18 +96,22 @@ async fn copy_direct(
     if events == records.len() {
         // Only events (every batch but a stream's first and a new policy's):
         // one COPY is atomic on its own, so no BEGIN and COMMIT round trips.
-        copy_in(&mut *pool.acquire().await?, "audit_events", copy).await?;
+        copy_in(conn, "audit_events", copy).await?;
         return Ok(());
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     insert_meta(&mut tx, records).await?;
     copy_in(&mut tx, "audit_events", copy).await?;
     tx.commit().await
 }
 
 /// The replay path: events already stored are skipped.
-async fn insert_staged(pool: &PgPool, records: &[Record], copy: &[u8]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+async fn insert_staged(
+    conn: &mut PgConnection,
+    records: &[Record],
+    copy: &[u8],
+) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
     insert_meta(&mut tx, records).await?;
     sqlx::query(CREATE_STAGE).execute(&mut *tx).await?;
     copy_in(&mut tx, "audit_events_stage", copy).await?;

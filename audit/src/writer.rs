@@ -14,12 +14,13 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::chain::ChainState;
+use crate::connections::Connections;
 use crate::error::AuditError;
 use crate::event::{AuditEvent, PolicyText};
 use crate::ids::{InstanceId, StreamId};
 use crate::schema::ensure_partitions;
 use crate::spool::{Spool, TornTail};
-use crate::store::{insert_records, Record, StreamRecord};
+use crate::store::{Record, StreamRecord};
 
 /// How the writer batches, retries and spools.
 #[derive(Debug, Clone)]
@@ -40,10 +41,15 @@ pub struct WriterConfig {
     pub retry_interval: Duration,
     /// Deadline for one database call before it counts as unreachable.
     pub db_timeout: Duration,
+    /// Deadline for taking a connection for a batch. Shorter than the
+    /// pool's own: sqlx keeps retrying a refused connect until that runs
+    /// out, and durable answers wait on the batch meanwhile.
+    pub acquire_timeout: Duration,
     /// Records replayed from the spool per database transaction.
     pub replay_chunk: usize,
     /// Batches stored concurrently (each on its own connection) while the
-    /// writer seals the next; 1 stores one batch at a time.
+    /// writer seals the next; 1 stores one batch at a time. The writer keeps
+    /// that many connections detached from the pool, beyond its maximum.
     pub max_in_flight: usize,
     /// Months of partitions kept created ahead.
     pub partitions_ahead: u32,
@@ -64,6 +70,7 @@ impl WriterConfig {
             batch_interval: Duration::from_millis(50),
             retry_interval: Duration::from_secs(1),
             db_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(1),
             replay_chunk: 2_000,
             max_in_flight: 3,
             partitions_ahead: crate::schema::DEFAULT_PARTITIONS_AHEAD,
@@ -388,7 +395,12 @@ impl AuditWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         let stream_id = StreamId::new();
         let writer = Writer {
-            pool,
+            conns: Connections::new(
+                pool,
+                config.max_in_flight,
+                config.acquire_timeout,
+                config.db_timeout,
+            ),
             rx,
             shared: Arc::clone(&shared),
             chain: ChainState::new(stream_id),
@@ -417,7 +429,7 @@ impl AuditWriter {
 }
 
 struct Writer {
-    pool: PgPool,
+    conns: Connections,
     rx: mpsc::UnboundedReceiver<Item>,
     shared: Arc<Shared>,
     chain: ChainState,
@@ -539,18 +551,14 @@ impl Writer {
     fn dispatch(&mut self, batch: Batch) {
         let records = Arc::new(batch.records);
         let outcome = Arc::new(std::sync::Mutex::new(None));
-        let (pool, timeout, stored, shared, slot) = (
-            self.pool.clone(),
-            self.config.db_timeout,
+        let (conns, stored, shared, slot) = (
+            self.conns.clone(),
             Arc::clone(&records),
             Arc::clone(&self.shared),
             Arc::clone(&outcome),
         );
         let task = tokio::spawn(async move {
-            let result = match tokio::time::timeout(timeout, insert_records(&pool, &stored)).await {
-                Ok(result) => result.map_err(AuditError::from),
-                Err(_) => Err(AuditError::Database(sqlx::Error::PoolTimedOut)),
-            };
+            let result = conns.store(&stored).await;
             *lock(&slot) = Some(result);
             // Wake the writer to settle this batch now: callers may be
             // waiting for it to be durable.
@@ -792,33 +800,24 @@ impl Writer {
     }
 
     async fn db_insert(&mut self, records: &[Record]) -> Result<(), AuditError> {
-        let result =
-            tokio::time::timeout(self.config.db_timeout, insert_records(&self.pool, records)).await;
-        match result {
-            Ok(Ok(())) => {
-                self.shared.database_up.store(true, Ordering::Relaxed);
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                self.mark_down();
-                Err(e.into())
-            }
-            Err(_) => {
-                self.mark_down();
-                Err(AuditError::Database(sqlx::Error::PoolTimedOut))
-            }
+        let result = self.conns.store(records).await;
+        match &result {
+            Ok(()) => self.shared.database_up.store(true, Ordering::Relaxed),
+            Err(_) => self.mark_down(),
         }
+        result
     }
 
     /// Records the outage and starts a background probe that flips the flag
     /// back when PostgreSQL answers, so the writer never blocks on a dead one.
     fn mark_down(&self) {
+        self.conns.forget_idle();
         self.shared.database_errors.fetch_add(1, Ordering::Relaxed);
         self.shared.database_up.store(false, Ordering::Relaxed);
         if self.shared.probing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let pool = self.pool.clone();
+        let pool = self.conns.pool().clone();
         let shared = Arc::clone(&self.shared);
         let every = self.config.retry_interval;
         let timeout = self.config.db_timeout;
@@ -847,7 +846,15 @@ impl Writer {
         if !due || !self.database_up() {
             return;
         }
-        let call = ensure_partitions(&self.pool, Utc::now(), self.config.partitions_ahead);
+        // On the writer's own connections: a pool acquire would retry a
+        // refused connect for the pool's whole timeout with callers waiting.
+        let call = async {
+            let mut conn = self.conns.take().await?;
+            let created =
+                ensure_partitions(&mut conn, Utc::now(), self.config.partitions_ahead).await?;
+            self.conns.give_back(conn);
+            Ok::<_, AuditError>(created)
+        };
         match tokio::time::timeout(self.config.db_timeout, call).await {
             Ok(Ok(_)) => self.last_partition_check = Some(Instant::now()),
             Ok(Err(e)) => {

@@ -115,7 +115,9 @@ async fn seed(db: &TestDb) -> Vec<SealedEvent> {
             records.push(Record::Event(Box::new(e)));
         }
     }
-    insert_records(&pool, &records).await.unwrap();
+    insert_records(&mut pool.acquire().await.unwrap(), &records)
+        .await
+        .unwrap();
     pool.close().await;
     sealed
 }

@@ -39,7 +39,9 @@ async fn prune_drops_old_partitions_and_verify_resumes_from_checkpoints() {
     for e in turn(&context("tenant-a", "key-1", "smollm2"), "hi", true) {
         records.push(Record::Event(Box::new(old_chain.seal_at(e, then).unwrap())));
     }
-    insert_records(&db.pool, &records).await.unwrap();
+    insert_records(&mut db.pool.acquire().await.unwrap(), &records)
+        .await
+        .unwrap();
     // And a current stream through the writer.
     let dir = tempfile::tempdir().unwrap();
     let (current, _) = write_turns(&db.pool, dir.path(), "tenant-a", 2).await;

@@ -102,7 +102,9 @@ async fn round_trip_and_replay(batches: Batches) {
     });
     let mut records = Vec::new();
     if batches == Batches::EventsOnly {
-        insert_records(&gateway, &[start]).await.unwrap();
+        insert_records(&mut gateway.acquire().await.unwrap(), &[start])
+            .await
+            .unwrap();
     } else {
         records.push(start);
     }
@@ -112,9 +114,15 @@ async fn round_trip_and_replay(batches: Batches) {
     // replay after a crash between the database's commit and the spool's
     // truncation would send it.
     let half = records.len().div_ceil(2);
-    insert_records(&gateway, &records[..half]).await.unwrap();
-    insert_records(&gateway, &records).await.unwrap();
-    insert_records(&gateway, &records).await.unwrap();
+    insert_records(&mut gateway.acquire().await.unwrap(), &records[..half])
+        .await
+        .unwrap();
+    insert_records(&mut gateway.acquire().await.unwrap(), &records)
+        .await
+        .unwrap();
+    insert_records(&mut gateway.acquire().await.unwrap(), &records)
+        .await
+        .unwrap();
 
     assert_eq!(stored_events(&db.pool, stream).await, sealed);
     let report = verify(&db.pool).await.unwrap();

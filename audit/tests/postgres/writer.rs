@@ -291,16 +291,22 @@ async fn a_durable_event_is_stored_before_its_wait_resolves() {
     live.handle.shutdown().await.unwrap();
 
     // PostgreSQL unreachable: the wait resolves once the event is in the
-    // fsync'd spool.
+    // fsync'd spool. The pool would retry the refused connect for ten
+    // minutes and the call deadline is as long: only the writer's acquire
+    // deadline (a second) can end the attempt.
     let spool_dir = tempfile::tempdir().unwrap();
-    let dead = AuditWriter::spawn(dead_pool(), writer_config(spool_dir.path())).unwrap();
+    let patient = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(600))
+        .connect_lazy_with(base_options().host("127.0.0.1").port(1));
+    let mut config = writer_config(spool_dir.path());
+    config.db_timeout = Duration::from_secs(600);
+    let dead = AuditWriter::spawn(patient, config).unwrap();
     let event = turn(&ctx, "q2", false).pop().unwrap();
     let id = event.event_id.to_string();
-    dead.handle
-        .record_durable(event)
-        .unwrap()
-        .wait()
+    let durable = dead.handle.record_durable(event).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), durable.wait())
         .await
+        .expect("the wait outlived the writer's acquire deadline")
         .unwrap();
     let spooled = std::fs::read(spool_dir.path().join(SPOOL_FILE)).unwrap();
     assert!(
