@@ -72,18 +72,16 @@ impl<B: WeightFormat> QMatrix<B> {
         &self.blocks[r * kb..(r + 1) * kb]
     }
 
-    fn dequantize_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+    fn dequantize_rows(&self, isa: Isa, rows: std::ops::Range<usize>, out: &mut [f32]) {
         for (r, dst) in rows.zip(out.chunks_exact_mut(self.cols)) {
-            for (b, chunk) in self.row(r).iter().zip(dst.chunks_exact_mut(QK)) {
-                b.dequantize(chunk);
-            }
+            B::dequantize_row(isa, self.row(r), dst);
         }
     }
 
     /// `x (n, cols)` times the transpose of this matrix into `out (n, rows)`.
     fn matmul(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) {
         if n >= gemm_min_rows() {
-            self.matmul_gemm(x, n, out)
+            self.matmul_gemm(isa, x, n, out)
         } else {
             self.matmul_quantized(isa, x, n, out)
         }
@@ -119,7 +117,7 @@ impl<B: WeightFormat> QMatrix<B> {
         }
     }
 
-    fn matmul_gemm(&self, x: &[f32], n: usize, out: &mut [f32]) {
+    fn matmul_gemm(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) {
         let k = self.cols;
         let mut rounded = x.to_vec();
         rounded.par_chunks_mut(k).for_each(B::round_trip_act);
@@ -132,7 +130,7 @@ impl<B: WeightFormat> QMatrix<B> {
             |buf, t| {
                 let first = t * tile;
                 let count = tile.min(self.rows - first);
-                self.dequantize_rows(first..first + count, &mut buf[..count * k]);
+                self.dequantize_rows(isa, first..first + count, &mut buf[..count * k]);
                 // SAFETY: `out` is `(n, rows)` row-major; this call writes only
                 // columns `first..first + count`, which no other tile touches.
                 // `x` is `(n, k)` row-major and `buf` holds `count` rows of
@@ -260,17 +258,17 @@ impl QWeight {
     }
 
     /// The same product forced through dequantised tiles and GEMM.
-    pub fn matmul_gemm(&self, x: &[f32], n: usize, out: &mut [f32]) {
-        each!(self, m => m.matmul_gemm(x, n, out))
+    pub fn matmul_gemm(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) {
+        each!(self, m => m.matmul_gemm(isa, x, n, out))
     }
 
     /// Rows `ids` dequantised, `(ids.len(), cols)` row-major.
     pub fn rows_f32(&self, ids: &[u32]) -> Vec<f32> {
-        let cols = self.cols();
+        let (cols, isa) = (self.cols(), Isa::detect());
         let mut out = vec![0f32; ids.len() * cols];
         for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(cols)) {
             let id = id as usize;
-            each!(self, m => m.dequantize_rows(id..id + 1, dst));
+            each!(self, m => m.dequantize_rows(isa, id..id + 1, dst));
         }
         out
     }

@@ -174,6 +174,24 @@ fn check_format<W: WeightFormat>(
                 );
             }
         }
+        // Expanding to f32 (the many-row path): every instruction set gives
+        // each block's own dequantisation, bit for bit.
+        let mut want = vec![0f32; n * QK];
+        for (b, chunk) in w.iter().zip(want.chunks_exact_mut(QK)) {
+            b.dequantize(chunk);
+        }
+        for isa in [Isa::Scalar, simd] {
+            let mut got = vec![f32::NAN; n * QK];
+            W::dequantize_row(isa, &w, &mut got);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(
+                same,
+                "{isa:?} dequantize_row differs from Block::dequantize"
+            );
+        }
     });
 }
 
@@ -305,7 +323,11 @@ fn matmul_paths_agree_with_f64_on_dequantised_weights() {
         }
         let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
         let mut gemm = vec![0f32; n * rows];
-        w.matmul_gemm(&x, n, &mut gemm);
+        w.matmul_gemm(Isa::detect(), &x, n, &mut gemm);
+        // The tiles expand alike on every instruction set.
+        let mut portable = vec![0f32; n * rows];
+        w.matmul_gemm(Isa::Scalar, &x, n, &mut portable);
+        assert_eq!(gemm, portable, "gemm on scalar-dequantised tiles differs");
         // 8-bit activations: about 1% of the largest output.
         for (g, e) in gemm.iter().zip(&want) {
             assert!((f64::from(*g) - e).abs() <= 0.02 * scale, "gemm {g} vs {e}");

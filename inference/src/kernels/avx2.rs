@@ -151,6 +151,60 @@ pub unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     hsum(acc)
 }
 
+/// Dequantisation to f32 for the many-row (GEMM) path, which expands every
+/// weight of a layer once per pass: the scalar loop with a software f16
+/// conversion was a large share of a short (cached-prefix) prefill. Each
+/// value is `q * d + m` with the multiply and add rounded separately, as the
+/// scalar code computes it, so results are bit for bit the same.
+pub mod dequant {
+    use super::*;
+
+    /// The 16 unsigned bytes of `half` as f32, eight per vector.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn widen_u8(half: __m128i) -> (__m256, __m256) {
+        (
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(half)),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(half, 8))),
+        )
+    }
+
+    /// Expands Q4_1 blocks into `out` (32 values per block).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q4_1(w: &[BlockQ4_1], out: &mut [f32]) {
+        for (b, dst) in w.iter().zip(out.chunks_exact_mut(QK)) {
+            let d = _mm256_set1_ps(f16(b.d.to_bits()));
+            let m = _mm256_set1_ps(f16(b.m.to_bits()));
+            let q = nibbles(&b.qs);
+            let (v0, v1) = widen_u8(_mm256_castsi256_si128(q));
+            let (v2, v3) = widen_u8(_mm256_extracti128_si256(q, 1));
+            for (i, v) in [v0, v1, v2, v3].into_iter().enumerate() {
+                let x = _mm256_add_ps(_mm256_mul_ps(v, d), m);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(8 * i), x);
+            }
+        }
+    }
+
+    /// Expands Q8_0 blocks into `out` (32 values per block).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q8_0(w: &[BlockQ8_0], out: &mut [f32]) {
+        for (b, dst) in w.iter().zip(out.chunks_exact_mut(QK)) {
+            let d = _mm256_set1_ps(f16(b.d.to_bits()));
+            for i in 0..4 {
+                let q = _mm_loadl_epi64(b.qs.as_ptr().add(8 * i).cast());
+                let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                _mm256_storeu_ps(dst.as_mut_ptr().add(8 * i), _mm256_mul_ps(v, d));
+            }
+        }
+    }
+}
+
 /// The same dot products against several activation rows at once (batched
 /// decode): each weight block is loaded, unpacked and its scales converted
 /// once for up to four rows, each row keeping its own accumulators, so every

@@ -54,6 +54,14 @@ pub trait WeightFormat: Block {
         dot_each(isa, w, acts, out)
     }
 
+    /// Expands weight blocks to f32 into `out` (32 values per block), as
+    /// [`Block::dequantize`] does bit for bit; formats with a kernel for it
+    /// use SIMD (the many-row path expands every weight once per pass).
+    fn dequantize_row(isa: Isa, w: &[Self], out: &mut [f32]) {
+        let _ = isa;
+        dequantize_each(w, out)
+    }
+
     /// Replaces a row by its quantised-then-dequantised activations, so a
     /// float GEMM on it computes what the integer kernels compute (up to
     /// summation order): batched and one-token passes then agree as
@@ -91,6 +99,28 @@ impl Default for BlockQ8_1 {
             qs: [0; QK],
         }
     }
+}
+
+/// [`WeightFormat::dequantize_row`] one [`Block::dequantize`] per block.
+fn dequantize_each<B: Block>(w: &[B], out: &mut [f32]) {
+    for (b, chunk) in w.iter().zip(out.chunks_exact_mut(QK)) {
+        b.dequantize(chunk);
+    }
+}
+
+/// [`WeightFormat::dequantize_row`] through the AVX2 kernel `$name` when
+/// `isa` allows it, else block by block.
+macro_rules! dispatch_dequant {
+    ($isa:expr, $name:ident, $w:expr, $out:expr) => {{
+        assert_eq!($out.len(), $w.len() * QK);
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2` is only produced after detecting AVX2, FMA
+            // and F16C; `out` holds 32 values per block (asserted above).
+            Isa::Avx2 => unsafe { avx2::dequant::$name($w, $out) },
+            _ => dequantize_each($w, $out),
+        }
+    }};
 }
 
 /// Dispatches to the AVX2 kernel when `isa` allows it, else the scalar one.
@@ -131,6 +161,9 @@ impl WeightFormat for BlockQ4_1 {
     fn dot_many(isa: Isa, w: &[Self], acts: &[BlockQ8_1], out: &mut [f32]) {
         dispatch_many!(isa, dot_q4_1_q8_1, w, acts, out)
     }
+    fn dequantize_row(isa: Isa, w: &[Self], out: &mut [f32]) {
+        dispatch_dequant!(isa, q4_1, w, out)
+    }
 }
 
 impl WeightFormat for BlockQ5_0 {
@@ -163,5 +196,8 @@ impl WeightFormat for BlockQ8_0 {
     }
     fn dot_many(isa: Isa, w: &[Self], acts: &[BlockQ8_0], out: &mut [f32]) {
         dispatch_many!(isa, dot_q8_0_q8_0, w, acts, out)
+    }
+    fn dequantize_row(isa: Isa, w: &[Self], out: &mut [f32]) {
+        dispatch_dequant!(isa, q8_0, w, out)
     }
 }
