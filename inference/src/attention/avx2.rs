@@ -8,12 +8,15 @@
 //! sum runs on fused multiply-adds. The code for a query depends only on its
 //! own inputs, so decode and prefill still agree bit for bit.
 //!
-//! Every function here requires AVX2 and FMA; callers check with
+//! Every function here requires AVX2, FMA and F16C (as the kernels do, whose
+//! horizontal sum it shares); callers check with
 //! [`crate::kernels::Isa::detect`] first.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::*;
+
+use crate::kernels::avx2::hsum;
 
 /// Floats per vector.
 const LANES: usize = 8;
@@ -24,7 +27,7 @@ pub(super) const MAX_GROUP: usize = 16;
 
 /// Lane `k` is the horizontal sum of `a[k]`.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn sums_of_eight(a: &[__m256; LANES]) -> __m256 {
     let t0 = _mm256_hadd_ps(a[0], a[1]);
     let t1 = _mm256_hadd_ps(a[2], a[3]);
@@ -38,19 +41,11 @@ unsafe fn sums_of_eight(a: &[__m256; LANES]) -> __m256 {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hmax(v: __m256) -> f32 {
     let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// `e^x` for `x <= 0` (softmax arguments), within a few ulp; below about
@@ -58,7 +53,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 /// negligible beside the maximum's 1. Range reduction to `x = n ln 2 + r`
 /// and Cephes' degree-6 polynomial for `e^r`.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn exp(x: __m256) -> __m256 {
     let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
     let n = _mm256_round_ps(
@@ -97,9 +92,9 @@ unsafe fn exp(x: __m256) -> __m256 {
 /// arithmetic is the same as alone. `scores` is scratch space.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `keys` and `values` must hold
+/// The CPU must support AVX2, FMA and F16C; `keys` and `values` must hold
 /// `visible * kv * dim` values and `out` as many as `q`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn attend_group(
     q: &[f32],
@@ -204,7 +199,7 @@ pub(super) unsafe fn attend_group(
 
 /// Multiplies `n` values at `p` by `by`.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scale_out(p: *mut f32, n: usize, by: f32) {
     let by = _mm256_set1_ps(by);
     for i in (0..n).step_by(LANES) {

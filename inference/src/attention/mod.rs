@@ -125,7 +125,7 @@ fn attend_on(
             |scores: &mut Vec<f32>, (item, o)| {
                 let (t, kvh) = (item / kv, item % kv);
                 let qs = &q[(t * query + kvh * group) * dim..][..group * dim];
-                // SAFETY: AVX2 and FMA were detected (`Isa::Avx2`); keys and
+                // SAFETY: AVX2, FMA and F16C were detected (`Isa::Avx2`); keys and
                 // values of the `start + t + 1 <= seen` visible positions are
                 // there (asserted above); `qs` and `o` are `group * dim` long.
                 unsafe {

@@ -3,7 +3,7 @@
 //! (one binary runs at full speed on any x86-64 and correctly everywhere).
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 pub mod blocks;
 pub mod scalar;
 
