@@ -79,18 +79,6 @@ impl KvCache {
 
     /// Writes keys and values `(n, kv_head, head_dim)` of `layer` at
     /// positions `start..start + n`. Space must have been reserved.
-    /// The first `len` positions of `t`, with capacity up to the next
-    /// [`GROW_STEP`] boundary past one more step: the pass that follows a
-    /// fork (a guard check on a cached prefix) then grows the copy in place
-    /// rather than copying the whole cache a second time.
-    fn copy_with_room(&self, t: &[f32]) -> Vec<f32> {
-        let w = self.width();
-        let room = (self.len + GROW_STEP).next_multiple_of(GROW_STEP);
-        let mut copy = Vec::with_capacity(room * w);
-        copy.extend_from_slice(&t[..self.len * w]);
-        copy
-    }
-
     pub(crate) fn write(&mut self, layer: usize, start: usize, k: &[f32], v: &[f32]) {
         let w = self.width();
         let (kc, vc) = &mut self.layers[layer];
@@ -113,11 +101,12 @@ impl KvCache {
     /// A deep copy of the first `len` positions, with its own buffers, so the
     /// copy and the original can continue independently.
     pub fn fork(&self) -> Result<Self> {
+        let w = self.width();
         Ok(Self {
             layers: self
                 .layers
                 .iter()
-                .map(|(k, v)| (self.copy_with_room(k), self.copy_with_room(v)))
+                .map(|(k, v)| (k[..self.len * w].to_vec(), v[..self.len * w].to_vec()))
                 .collect(),
             len: self.len,
             max_len: self.max_len,
