@@ -101,10 +101,9 @@ impl<B: WeightFormat> QMatrix<B> {
             .par_chunks_mut(chunk * n)
             .enumerate()
             .for_each(|(job, dst)| {
-                let first = job * chunk;
-                for (i, d) in dst.chunks_exact_mut(n).enumerate() {
-                    B::dot_many(isa, self.row(first + i), &acts, d);
-                }
+                let first = job * chunk * kb;
+                let w = &self.blocks[first..first + dst.len() / n * kb];
+                B::dot_rows(isa, w, &acts, n, dst);
             });
         if n == 1 {
             out.copy_from_slice(&by_weight);

@@ -142,36 +142,43 @@ fn check_format<W: WeightFormat>(
     view: fn(&W::Act) -> ActView,
     min: fn(&W) -> f32,
 ) {
-    let simd = Isa::detect();
+    let isas = Isa::supported();
     for_random_rows(|rng, n| {
         let w: Vec<W> = (0..n).map(|_| weight(rng)).collect();
         let a: Vec<W::Act> = (0..n).map(|_| act(rng)).collect();
         let scalar = W::dot(Isa::Scalar, &w, &a);
-        let fast = W::dot(simd, &w, &a);
         let views: Vec<_> = a.iter().map(view).collect();
         let (want, mag) = exact(&w, &views, min);
         assert!(
             close(f64::from(scalar), want, mag),
             "scalar {scalar} vs exact {want} (magnitude {mag})"
         );
-        assert!(
-            close(f64::from(fast), f64::from(scalar), mag),
-            "{simd:?} {fast} vs scalar {scalar} (magnitude {mag})"
-        );
-        // Several activation rows at once (batched decode): each result is
-        // the one-row kernel's, bit for bit, on every instruction set.
-        let rows = rng.random_range(1..=6);
-        let acts: Vec<W::Act> = (0..rows * n).map(|_| act(rng)).collect();
-        for isa in [Isa::Scalar, simd] {
-            let mut many = vec![f32::NAN; rows];
-            W::dot_many(isa, &w, &acts, &mut many);
-            for (got, a) in many.iter().zip(acts.chunks_exact(n)) {
-                let one = W::dot(isa, &w, a);
-                assert_eq!(
-                    got.to_bits(),
-                    one.to_bits(),
-                    "{isa:?} dot_many {got} vs dot {one}"
-                );
+        for &isa in &isas {
+            let fast = W::dot(isa, &w, &a);
+            assert!(
+                close(f64::from(fast), f64::from(scalar), mag),
+                "{isa:?} {fast} vs scalar {scalar} (magnitude {mag})"
+            );
+        }
+        // Several weight rows against several activation rows at once
+        // (decode, batched decode): each result is the one-row kernel's, bit
+        // for bit, on every instruction set.
+        let (rows, acts_n) = (rng.random_range(1..=9), rng.random_range(1..=6));
+        let ws: Vec<W> = (0..rows * n).map(|_| weight(rng)).collect();
+        let acts: Vec<W::Act> = (0..acts_n * n).map(|_| act(rng)).collect();
+        for &isa in &isas {
+            let mut got = vec![f32::NAN; rows * acts_n];
+            W::dot_rows(isa, &ws, &acts, acts_n, &mut got);
+            for (r, w) in ws.chunks_exact(n).enumerate() {
+                for (t, a) in acts.chunks_exact(n).enumerate() {
+                    let one = W::dot(isa, w, a);
+                    let got = got[r * acts_n + t];
+                    assert_eq!(
+                        got.to_bits(),
+                        one.to_bits(),
+                        "{isa:?} dot_rows ({r}, {t}) of ({rows}, {acts_n}): {got} vs dot {one}"
+                    );
+                }
             }
         }
         // Expanding to f32 (the many-row path): every instruction set gives
@@ -180,7 +187,7 @@ fn check_format<W: WeightFormat>(
         for (b, chunk) in w.iter().zip(want.chunks_exact_mut(QK)) {
             b.dequantize(chunk);
         }
-        for isa in [Isa::Scalar, simd] {
+        for &isa in &isas {
             let mut got = vec![f32::NAN; n * QK];
             W::dequantize_row(isa, &w, &mut got);
             let same = got
@@ -205,15 +212,20 @@ fn view_q8_1(a: &BlockQ8_1) -> (f32, f32, [i8; QK]) {
 
 #[test]
 fn simd_is_detected_on_capable_cpus() {
+    let mut want = Vec::new();
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
     {
-        assert_eq!(Isa::detect(), Isa::Avx2);
-        return;
+        if is_x86_feature_detected!("avxvnni") {
+            want.push(Isa::AvxVnni);
+        }
+        want.push(Isa::Avx2);
     }
-    assert_eq!(Isa::detect(), Isa::Scalar);
+    want.push(Isa::Scalar);
+    assert_eq!(Isa::supported(), want);
+    assert_eq!(Isa::detect(), want[0]);
 }
 
 #[test]
@@ -332,7 +344,7 @@ fn matmul_paths_agree_with_f64_on_dequantised_weights() {
         for (g, e) in gemm.iter().zip(&want) {
             assert!((f64::from(*g) - e).abs() <= 0.02 * scale, "gemm {g} vs {e}");
         }
-        for isa in [Isa::Scalar, Isa::detect()] {
+        for isa in Isa::supported() {
             let mut q = vec![0f32; n * rows];
             w.matmul_quantized(isa, &x, n, &mut q);
             // Both paths see the same 8-bit activations: only the summation

@@ -116,7 +116,7 @@ fn attend_on(
     let group = query / kv;
     let scale = 1.0 / (dim as f32).sqrt();
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && dim.is_multiple_of(8) && group <= avx2::MAX_GROUP {
+    if isa.has_avx2() && dim.is_multiple_of(8) && group <= avx2::MAX_GROUP {
         let seen = start + q.len() / (query * dim);
         assert!(keys.len() >= seen * kv * dim && values.len() >= seen * kv * dim);
         // One item per position and KV head: its query heads are adjacent.
@@ -125,7 +125,7 @@ fn attend_on(
             |scores: &mut Vec<f32>, (item, o)| {
                 let (t, kvh) = (item / kv, item % kv);
                 let qs = &q[(t * query + kvh * group) * dim..][..group * dim];
-                // SAFETY: AVX2, FMA and F16C were detected (`Isa::Avx2`); keys and
+                // SAFETY: AVX2, FMA and F16C were detected (`Isa::has_avx2`); keys and
                 // values of the `start + t + 1 <= seen` visible positions are
                 // there (asserted above); `qs` and `o` are `group * dim` long.
                 unsafe {
@@ -232,7 +232,7 @@ mod tests {
         let q = values(n * width, 5, 2.0);
         let kv_len = (start + n) * HEADS.kv * HEADS.dim;
         let (keys, vals) = (values(kv_len, 6, 2.0), values(kv_len, 7, 1.0));
-        for isa in [Isa::Scalar, Isa::detect()] {
+        for isa in Isa::supported() {
             let mut batch = vec![0f32; n * width];
             attend_on(isa, &q, &keys, &vals, start, HEADS, &mut batch);
             for t in 0..n {

@@ -206,89 +206,211 @@ pub mod dequant {
     }
 }
 
-/// The same dot products against several activation rows at once (batched
-/// decode): each weight block is loaded, unpacked and its scales converted
-/// once for up to four rows, each row keeping its own accumulators, so every
-/// result is bit for bit the one-row kernel's.
-pub mod many {
+/// Dot products of weight rows with up to four activation rows at once
+/// (decode and batched decode). Rows of the bundled model are only 18 blocks
+/// long, so per-row costs weighed as much as the blocks: here activation
+/// scales are converted once per call rather than once per weight row, a
+/// weight block's two f16 scales convert in one instruction, and each weight
+/// block is unpacked once for all the activation rows. Weight rows are
+/// walked one at a time: interleaving four of them (sharing each activation
+/// block) halved decode speed, the reads no longer one sequential stream.
+/// Every result is computed exactly as the one-row kernel computes it (same
+/// products, same accumulation order), so it equals that kernel's bit for bit.
+pub mod rows {
     use super::*;
 
-    /// Runs `$rows::<R>` on groups of up to four rows of `$acts` into
-    /// `$out`; a lone row takes the one-row kernel `$one`.
-    macro_rules! in_fours {
-        ($w:expr, $acts:expr, $out:expr, $rows:ident, $one:path) => {{
-            let kb = $w.len();
-            for (out, acts) in $out.chunks_mut(4).zip($acts.chunks(4 * kb)) {
-                match out.len() {
-                    4 => $rows::<4>($w, acts, out),
-                    3 => $rows::<3>($w, acts, out),
-                    2 => $rows::<2>($w, acts, out),
-                    _ => out[0] = $one($w, acts),
+    /// How a block's bytes are multiplied and summed in groups of four.
+    pub trait IntDot {
+        /// Eight i32 sums (as f32) of products of unsigned bytes `u` with
+        /// signed bytes `s`, four adjacent products per sum.
+        ///
+        /// # Safety
+        /// The CPU must support the implementation's instructions.
+        unsafe fn dot(u: __m256i, s: __m256i) -> __m256;
+    }
+
+    /// AVX2's `maddubs` then `madd` (products of at most 15 × 127 or
+    /// 128 × 127 never saturate the 16-bit pair sums).
+    pub struct Madd;
+
+    /// AVX-VNNI's `vpdpbusd`: the same sums in one instruction.
+    pub struct Vnni;
+
+    impl IntDot for Madd {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn dot(u: __m256i, s: __m256i) -> __m256 {
+            dot_u8_i8(u, s)
+        }
+    }
+
+    impl IntDot for Vnni {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+        unsafe fn dot(u: __m256i, s: __m256i) -> __m256 {
+            _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s))
+        }
+    }
+
+    /// Two f16 values (raw bits) as one 32-bit lane, the first in the low half.
+    #[inline]
+    fn pair(lo: u16, hi: u16) -> i32 {
+        (u32::from(lo) | (u32::from(hi) << 16)) as i32
+    }
+
+    /// Each Q8_1 activation block's `[d, s]` as f32, converted once per call
+    /// instead of once per weight row.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales_q8_1(acts: &[BlockQ8_1]) -> Vec<[f32; 2]> {
+        acts.iter()
+            .map(|a| [f16(a.d.to_bits()), f16(a.s.to_bits())])
+            .collect()
+    }
+
+    /// Each Q8_0 activation block's `d` as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales_q8_0(acts: &[BlockQ8_0]) -> Vec<f32> {
+        acts.iter().map(|a| f16(a.d.to_bits())).collect()
+    }
+
+    /// Lane 1 of `v`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn lane1(v: __m128) -> f32 {
+        _mm_cvtss_f32(_mm_movehdup_ps(v))
+    }
+
+    /// One Q4_1 weight row (`w`) against `N` Q8_1 activation rows (`acts`,
+    /// with their `scales`), every row `kb` blocks, into `out[t]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_1_tile<D: IntDot, const N: usize>(
+        w: &[BlockQ4_1],
+        acts: &[BlockQ8_1],
+        scales: &[[f32; 2]],
+        kb: usize,
+        out: &mut [f32],
+    ) {
+        debug_assert!(w.len() == kb && acts.len() == N * kb && scales.len() == N * kb);
+        let mut acc = [_mm256_setzero_ps(); N];
+        // Lane 1 sums the blocks' `m * s` terms in block order, as the
+        // one-row kernel's scalar does; lane 0 is unused.
+        let mut mins = [_mm_setzero_ps(); N];
+        for (i, b) in w.iter().enumerate() {
+            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(pair(b.d.to_bits(), b.m.to_bits())));
+            let q = nibbles(&b.qs);
+            for t in 0..N {
+                let a = acts.get_unchecked(t * kb + i);
+                let ds = _mm_castsi128_ps(_mm_loadl_epi64(scales.as_ptr().add(t * kb + i).cast()));
+                // [w.d * a.d, w.m * a.s]
+                let p = _mm_mul_ps(dm, ds);
+                mins[t] = _mm_add_ps(mins[t], p);
+                let products = D::dot(q, load(&a.qs));
+                acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(p), products, acc[t]);
+            }
+        }
+        for t in 0..N {
+            out[t] = hsum(acc[t]) + lane1(mins[t]);
+        }
+    }
+
+    /// One Q8_0 weight row against `N` Q8_0 activation rows, as
+    /// [`q4_1_tile`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_tile<D: IntDot, const N: usize>(
+        w: &[BlockQ8_0],
+        acts: &[BlockQ8_0],
+        scales: &[f32],
+        kb: usize,
+        out: &mut [f32],
+    ) {
+        debug_assert!(w.len() == kb && acts.len() == N * kb && scales.len() == N * kb);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for (i, b) in w.iter().enumerate() {
+            let wd = f16(b.d.to_bits());
+            let x = load(&b.qs);
+            // dot_i8_i8's |x| and sign(x), taken once for all rows.
+            let abs_x = _mm256_sign_epi8(x, x);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let a = acts.get_unchecked(t * kb + i);
+                let d = wd * *scales.get_unchecked(t * kb + i);
+                let products = D::dot(abs_x, _mm256_sign_epi8(load(&a.qs), x));
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), products, *acc);
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
+            *o = hsum(acc);
+        }
+    }
+
+    /// Runs `$tile` on each weight row of `w` against `acts`' `n` rows, in
+    /// groups of up to four, into `out[r * n + t]`.
+    macro_rules! tiled {
+        ($tile:ident, $dot:ty, $w:expr, $acts:expr, $scales:expr, $n:expr, $out:expr) => {{
+            let (w, acts, scales, n, out) = ($w, $acts, $scales, $n, $out);
+            let kb = acts.len() / n;
+            for (w, out) in w.chunks_exact(kb).zip(out.chunks_exact_mut(n)) {
+                for t0 in (0..n).step_by(4) {
+                    let nt = (n - t0).min(4);
+                    let a = &acts[t0 * kb..(t0 + nt) * kb];
+                    let s = &scales[t0 * kb..(t0 + nt) * kb];
+                    let o = &mut out[t0..t0 + nt];
+                    match nt {
+                        4 => $tile::<$dot, 4>(w, a, s, kb, o),
+                        3 => $tile::<$dot, 3>(w, a, s, kb, o),
+                        2 => $tile::<$dot, 2>(w, a, s, kb, o),
+                        _ => $tile::<$dot, 1>(w, a, s, kb, o),
+                    }
                 }
             }
         }};
     }
 
-    /// [`super::dot_q4_1_q8_1`] of `w` against each row of `acts` (rows of
-    /// `w.len()` blocks, end to end) into `out`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], acts: &[BlockQ8_1], out: &mut [f32]) {
-        in_fours!(w, acts, out, q4_1_rows, super::dot_q4_1_q8_1);
-    }
+    /// The entry points for one instruction set: `$features` enabled, so
+    /// the tiles and `$dot` inline into them.
+    macro_rules! entries {
+        ($module:ident, $features:literal, $dot:ty) => {
+            /// [`crate::kernels::WeightFormat::dot_rows`] kernels built for
+            #[doc = concat!("`", $features, "`.")]
+            pub mod $module {
+                use super::*;
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_1_rows<const R: usize>(w: &[BlockQ4_1], acts: &[BlockQ8_1], out: &mut [f32]) {
-        let kb = w.len();
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut mins = [0f32; R];
-        for (i, w) in w.iter().enumerate() {
-            let (wd, wm) = (f16(w.d.to_bits()), f16(w.m.to_bits()));
-            let q = nibbles(&w.qs);
-            for r in 0..R {
-                let a = &acts[r * kb + i];
-                let d = wd * f16(a.d.to_bits());
-                mins[r] += wm * f16(a.s.to_bits());
-                let products = dot_u8_i8(q, load(&a.qs));
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), products, acc[r]);
+                /// Q4_1 weight rows against Q8_1 activation rows.
+                ///
+                /// # Safety
+                #[doc = concat!("The CPU must support `", $features, "`; ")]
+                /// `acts` holds `n` rows of equal length and `w` whole rows
+                /// of that length, `out` one value per pair of rows.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q4_1_q8_1(
+                    w: &[BlockQ4_1],
+                    acts: &[BlockQ8_1],
+                    n: usize,
+                    out: &mut [f32],
+                ) {
+                    tiled!(q4_1_tile, $dot, w, acts, &scales_q8_1(acts), n, out)
+                }
+
+                /// Q8_0 weight rows against Q8_0 activation rows.
+                ///
+                /// # Safety
+                /// As [`q4_1_q8_1`].
+                #[target_feature(enable = $features)]
+                pub unsafe fn q8_0_q8_0(
+                    w: &[BlockQ8_0],
+                    acts: &[BlockQ8_0],
+                    n: usize,
+                    out: &mut [f32],
+                ) {
+                    tiled!(q8_0_tile, $dot, w, acts, &scales_q8_0(acts), n, out)
+                }
             }
-        }
-        for r in 0..R {
-            out[r] = hsum(acc[r]) + mins[r];
-        }
+        };
     }
 
-    /// [`super::dot_q8_0_q8_0`] of `w` against each row of `acts` into `out`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], acts: &[BlockQ8_0], out: &mut [f32]) {
-        in_fours!(w, acts, out, q8_0_rows, super::dot_q8_0_q8_0);
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_rows<const R: usize>(w: &[BlockQ8_0], acts: &[BlockQ8_0], out: &mut [f32]) {
-        let kb = w.len();
-        let mut acc = [_mm256_setzero_ps(); R];
-        for (i, w) in w.iter().enumerate() {
-            let wd = f16(w.d.to_bits());
-            let x = load(&w.qs);
-            // dot_i8_i8's |x| and sign(x), taken once for all rows.
-            let abs_x = _mm256_sign_epi8(x, x);
-            for r in 0..R {
-                let a = &acts[r * kb + i];
-                let d = wd * f16(a.d.to_bits());
-                let products = dot_u8_i8(abs_x, _mm256_sign_epi8(load(&a.qs), x));
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), products, acc[r]);
-            }
-        }
-        for r in 0..R {
-            out[r] = hsum(acc[r]);
-        }
-    }
+    entries!(plain, "avx2,fma,f16c", Madd);
+    entries!(vnni, "avx2,fma,f16c,avxvnni", Vnni);
 }

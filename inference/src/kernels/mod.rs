@@ -14,6 +14,9 @@ pub use blocks::{Block, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, Q
 /// Which instruction set the kernels use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// AVX2, FMA and F16C with AVX-VNNI's byte dot product (Alder Lake,
+    /// Zen 4 and later): one instruction where AVX2 needs two.
+    AvxVnni,
     /// AVX2 with FMA and F16C (x86-64 since Haswell).
     Avx2,
     /// Portable Rust.
@@ -24,16 +27,29 @@ impl Isa {
     /// The best instruction set this CPU supports (checked once).
     pub fn detect() -> Self {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                return Isa::Avx2;
+        *DETECTED.get_or_init(|| Self::supported()[0])
+    }
+
+    /// Every instruction set this CPU supports, best first (tests run each).
+    pub fn supported() -> Vec<Isa> {
+        let mut out = Vec::with_capacity(3);
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            if is_x86_feature_detected!("avxvnni") {
+                out.push(Isa::AvxVnni);
             }
-            Isa::Scalar
-        })
+            out.push(Isa::Avx2);
+        }
+        out.push(Isa::Scalar);
+        out
+    }
+
+    /// Whether AVX2, FMA and F16C may be used (true for every x86 SIMD level).
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Isa::AvxVnni | Isa::Avx2)
     }
 }
 
@@ -46,12 +62,14 @@ pub trait WeightFormat: Block {
     /// Dot product of a weight row with an activation row, both in blocks.
     fn dot(isa: Isa, w: &[Self], a: &[Self::Act]) -> f32;
 
-    /// Dot products of one weight row with `out.len()` activation rows laid
-    /// end to end in `acts`, each `w.len()` blocks; every result equals
-    /// [`Self::dot`]'s bit for bit. Formats with a kernel for it unpack each
-    /// weight block once for all the rows (batched decode).
-    fn dot_many(isa: Isa, w: &[Self], acts: &[Self::Act], out: &mut [f32]) {
-        dot_each(isa, w, acts, out)
+    /// Dot products of the weight rows laid end to end in `w` with the `n`
+    /// activation rows laid end to end in `acts` (all rows `acts.len() / n`
+    /// blocks) into `out`, weight-row major (`out[r * n + t]`); every result
+    /// equals [`Self::dot`]'s bit for bit. Formats with a kernel for it work
+    /// on a few weight rows and activation rows at once, sharing loads and
+    /// scale conversions (decode and batched decode).
+    fn dot_rows(isa: Isa, w: &[Self], acts: &[Self::Act], n: usize, out: &mut [f32]) {
+        dot_each(isa, w, acts, n, out)
     }
 
     /// Expands weight blocks to f32 into `out` (32 values per block), as
@@ -75,10 +93,13 @@ pub trait WeightFormat: Block {
     }
 }
 
-/// [`WeightFormat::dot_many`] as one [`WeightFormat::dot`] per row.
-fn dot_each<W: WeightFormat>(isa: Isa, w: &[W], acts: &[W::Act], out: &mut [f32]) {
-    for (o, a) in out.iter_mut().zip(acts.chunks_exact(w.len())) {
-        *o = W::dot(isa, w, a);
+/// [`WeightFormat::dot_rows`] as one [`WeightFormat::dot`] per pair of rows.
+fn dot_each<W: WeightFormat>(isa: Isa, w: &[W], acts: &[W::Act], n: usize, out: &mut [f32]) {
+    let kb = acts.len() / n;
+    for (row, out) in w.chunks_exact(kb).zip(out.chunks_exact_mut(n)) {
+        for (o, a) in out.iter_mut().zip(acts.chunks_exact(kb)) {
+            *o = W::dot(isa, row, a);
+        }
     }
 }
 
@@ -115,9 +136,10 @@ macro_rules! dispatch_dequant {
         assert_eq!($out.len(), $w.len() * QK);
         match $isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx2` is only produced after detecting AVX2, FMA
-            // and F16C; `out` holds 32 values per block (asserted above).
-            Isa::Avx2 => unsafe { avx2::dequant::$name($w, $out) },
+            // SAFETY: `Isa::Avx2` and `Isa::AvxVnni` are only produced after
+            // detecting AVX2, FMA and F16C; `out` holds 32 values per block
+            // (asserted above).
+            Isa::Avx2 | Isa::AvxVnni => unsafe { avx2::dequant::$name($w, $out) },
             _ => dequantize_each($w, $out),
         }
     }};
@@ -129,23 +151,32 @@ macro_rules! dispatch {
         debug_assert_eq!($w.len(), $a.len());
         match $isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx2` is only produced after detecting AVX2, FMA and F16C.
-            Isa::Avx2 => unsafe { avx2::$name($w, $a) },
+            // SAFETY: `Isa::Avx2` and `Isa::AvxVnni` are only produced after
+            // detecting AVX2, FMA and F16C.
+            Isa::Avx2 | Isa::AvxVnni => unsafe { avx2::$name($w, $a) },
             _ => scalar::$name($w, $a),
         }
     }};
 }
 
-/// [`WeightFormat::dot_many`] through the AVX2 kernel of `$name` for many
-/// rows when `isa` allows it, else one [`WeightFormat::dot`] per row.
-macro_rules! dispatch_many {
-    ($isa:expr, $name:ident, $w:expr, $acts:expr, $out:expr) => {{
-        debug_assert_eq!($acts.len(), $w.len() * $out.len());
+/// [`WeightFormat::dot_rows`] through the tiled kernel `$name` of the
+/// instruction set `isa` names, else one [`WeightFormat::dot`] per pair.
+macro_rules! dispatch_rows {
+    ($isa:expr, $name:ident, $w:expr, $acts:expr, $n:expr, $out:expr) => {{
+        let (w, acts, n, out) = ($w, $acts, $n, $out);
+        assert!(n > 0 && acts.len() % n == 0);
+        assert_eq!(w.len() / (acts.len() / n) * n, out.len());
+        assert_eq!(w.len() % (acts.len() / n), 0);
         match $isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx2` is only produced after detecting AVX2, FMA and F16C.
-            Isa::Avx2 => unsafe { avx2::many::$name($w, $acts, $out) },
-            _ => dot_each($isa, $w, $acts, $out),
+            // SAFETY: `Isa::AvxVnni` is only produced after detecting AVX2,
+            // FMA, F16C and AVX-VNNI; the shapes are asserted above.
+            Isa::AvxVnni => unsafe { avx2::rows::vnni::$name(w, acts, n, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2` is only produced after detecting AVX2, FMA
+            // and F16C; the shapes are asserted above.
+            Isa::Avx2 => unsafe { avx2::rows::plain::$name(w, acts, n, out) },
+            _ => dot_each($isa, w, acts, n, out),
         }
     }};
 }
@@ -158,8 +189,8 @@ impl WeightFormat for BlockQ4_1 {
     fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_1]) -> f32 {
         dispatch!(isa, dot_q4_1_q8_1, w, a)
     }
-    fn dot_many(isa: Isa, w: &[Self], acts: &[BlockQ8_1], out: &mut [f32]) {
-        dispatch_many!(isa, dot_q4_1_q8_1, w, acts, out)
+    fn dot_rows(isa: Isa, w: &[Self], acts: &[BlockQ8_1], n: usize, out: &mut [f32]) {
+        dispatch_rows!(isa, q4_1_q8_1, w, acts, n, out)
     }
     fn dequantize_row(isa: Isa, w: &[Self], out: &mut [f32]) {
         dispatch_dequant!(isa, q4_1, w, out)
@@ -194,8 +225,8 @@ impl WeightFormat for BlockQ8_0 {
     fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_0]) -> f32 {
         dispatch!(isa, dot_q8_0_q8_0, w, a)
     }
-    fn dot_many(isa: Isa, w: &[Self], acts: &[BlockQ8_0], out: &mut [f32]) {
-        dispatch_many!(isa, dot_q8_0_q8_0, w, acts, out)
+    fn dot_rows(isa: Isa, w: &[Self], acts: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+        dispatch_rows!(isa, q8_0_q8_0, w, acts, n, out)
     }
     fn dequantize_row(isa: Isa, w: &[Self], out: &mut [f32]) {
         dispatch_dequant!(isa, q8_0, w, out)
