@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod linear;
 pub mod llama;
 pub mod model;
+mod ops;
 pub mod sampling;
 pub mod scheduler;
 pub mod template;

@@ -308,24 +308,28 @@ impl Linear {
         Ok(Self::Candle(vec![QMatMul::Tensor(t)]))
     }
 
-    /// `x (n, in)` to `(n, out)`.
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x`, `n` rows of the input width, to `n` rows of the output width
+    /// (row-major).
+    pub(crate) fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         match self {
             Self::Quant(w) => {
-                let (n, k) = x.dims2()?;
-                debug_assert_eq!(k, w.cols());
-                let input = x.flatten_all()?.to_vec1::<f32>()?;
+                debug_assert_eq!(x.len(), n * w.cols());
                 let mut out = vec![0f32; n * w.rows()];
-                w.matmul(Isa::detect(), &input, n, &mut out);
-                Ok(Tensor::from_vec(out, (n, w.rows()), &Device::Cpu)?)
+                w.matmul(Isa::detect(), x, n, &mut out);
+                Ok(out)
             }
-            Self::Candle(parts) if parts.len() == 1 => Ok(parts[0].forward(x)?),
             Self::Candle(parts) => {
-                let outs = parts
-                    .iter()
-                    .map(|p| p.forward(x))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&outs, 1)?)
+                let x = Tensor::from_slice(x, (n, x.len() / n), &Device::Cpu)?;
+                let out = if let [part] = &parts[..] {
+                    part.forward(&x)?
+                } else {
+                    let outs = parts
+                        .iter()
+                        .map(|p| p.forward(&x))
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    Tensor::cat(&outs, 1)?
+                };
+                Ok(out.flatten_all()?.to_vec1::<f32>()?)
             }
         }
     }

@@ -21,6 +21,7 @@ use crate::cache::KvCache;
 use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
 use crate::linear::Linear;
+use crate::ops;
 use crate::threads;
 
 /// Shape and numeric settings of a llama model.
@@ -76,11 +77,11 @@ impl LlamaConfig {
 }
 
 struct Layer {
-    attn_norm: Tensor,
+    attn_norm: Vec<f32>,
     /// Q, K and V fused along the output dimension.
     qkv: Linear,
     wo: Linear,
-    ffn_norm: Tensor,
+    ffn_norm: Vec<f32>,
     /// Gate and up projections fused along the output dimension.
     gate_up: Linear,
     w_down: Linear,
@@ -100,7 +101,7 @@ pub struct Llama {
     config: LlamaConfig,
     embed: Linear,
     layers: Vec<Layer>,
-    norm: Tensor,
+    norm: Vec<f32>,
     output: Linear,
     rope: Rope,
     pool: Mutex<(usize, Arc<rayon::ThreadPool>)>,
@@ -163,17 +164,24 @@ impl Llama {
             let gate_up = linear(&["ffn_gate", "ffn_up"])?;
             let w_down = linear(&["ffn_down"])?;
             layers.push(Layer {
-                attn_norm: gguf.tensor(&p("attn_norm"))?.dequantize(&Device::Cpu)?,
+                attn_norm: gguf
+                    .tensor(&p("attn_norm"))?
+                    .dequantize(&Device::Cpu)?
+                    .to_vec1()?,
                 qkv,
                 wo,
-                ffn_norm: gguf.tensor(&p("ffn_norm"))?.dequantize(&Device::Cpu)?,
+                ffn_norm: gguf
+                    .tensor(&p("ffn_norm"))?
+                    .dequantize(&Device::Cpu)?
+                    .to_vec1()?,
                 gate_up,
                 w_down,
             });
         }
         let norm = gguf
             .tensor("output_norm.weight")?
-            .dequantize(&Device::Cpu)?;
+            .dequantize(&Device::Cpu)?
+            .to_vec1()?;
         let embed = Linear::from_gguf(gguf, &["token_embd.weight".to_owned()])?;
         let output = if gguf.tensor_info("output.weight").is_some() {
             Linear::from_gguf(gguf, &["output.weight".to_owned()])?
@@ -225,19 +233,19 @@ impl Llama {
         for i in 0..config.n_layers {
             let p = |s: &str| format!("model.layers.{i}.{s}.weight");
             layers.push(Layer {
-                attn_norm: take(&p("input_layernorm"))?,
+                attn_norm: take(&p("input_layernorm"))?.to_vec1()?,
                 qkv: dense(vec![
                     take(&p("self_attn.q_proj"))?,
                     take(&p("self_attn.k_proj"))?,
                     take(&p("self_attn.v_proj"))?,
                 ])?,
                 wo: dense(vec![take(&p("self_attn.o_proj"))?])?,
-                ffn_norm: take(&p("post_attention_layernorm"))?,
+                ffn_norm: take(&p("post_attention_layernorm"))?.to_vec1()?,
                 gate_up: dense(vec![take(&p("mlp.gate_proj"))?, take(&p("mlp.up_proj"))?])?,
                 w_down: dense(vec![take(&p("mlp.down_proj"))?])?,
             });
         }
-        let norm = take("model.norm.weight")?;
+        let norm = take("model.norm.weight")?.to_vec1()?;
         let output = match take("lm_head.weight") {
             Ok(t) => dense(vec![t])?,
             Err(_) => dense(vec![embed.clone()])?,
@@ -352,7 +360,7 @@ impl Llama {
             .iter()
             .flat_map(|i| i.tokens.iter().copied())
             .collect();
-        let mut x = self.embed.embedding(&all)?;
+        let mut x = self.embed.embedding(&all)?.flatten_all()?.to_vec1::<f32>()?;
         let mut offsets = Vec::with_capacity(items.len());
         let mut offset = 0;
         for item in items.iter() {
@@ -369,8 +377,8 @@ impl Llama {
         let width = q_width + 2 * kv_width;
         let eps = c.rms_eps as f32;
         for (index, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let qkv = layer.qkv.forward(&h)?.flatten_all()?.to_vec1::<f32>()?;
+            let h = ops::rms_norm(&x, &layer.attn_norm, eps);
+            let qkv = layer.qkv.forward(&h, total_rows)?;
             let mut attn = vec![0f32; total_rows * q_width];
             for (item, &offset) in items.iter_mut().zip(&offsets) {
                 let (n, start) = (item.tokens.len(), item.cache.len());
@@ -390,36 +398,32 @@ impl Llama {
                 let out = &mut attn[offset * q_width..(offset + n) * q_width];
                 attend(&q, keys, values, start, heads, out);
             }
-            let attn = Tensor::from_vec(attn, (total_rows, q_width), &Device::Cpu)?;
-            x = (x + layer.wo.forward(&attn)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gate_up = layer.gate_up.forward(&h)?;
-            let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, c.ffn)?)?;
-            let up = gate_up.narrow(1, c.ffn, c.ffn)?;
-            x = (x + layer.w_down.forward(&(gate * up)?)?)?;
+            ops::add_assign(&mut x, &layer.wo.forward(&attn, total_rows)?);
+            let h = ops::rms_norm(&x, &layer.ffn_norm, eps);
+            let gate_up = layer.gate_up.forward(&h, total_rows)?;
+            let act = ops::silu_mul(&gate_up, c.ffn);
+            ops::add_assign(&mut x, &layer.w_down.forward(&act, total_rows)?);
         }
         for item in items.iter_mut() {
             item.cache.advance(item.tokens.len());
         }
         // Only the rows that need logits go through the (large) output layer.
-        let mut picked = Vec::with_capacity(items.len());
+        let dim = c.hidden;
+        let mut picked = Vec::new();
         let mut counts = Vec::with_capacity(items.len());
         for (item, &offset) in items.iter().zip(&offsets) {
             let n = item.tokens.len();
             let rows = match item.logits {
-                Logits::Last => x.narrow(0, offset + n - 1, 1)?,
-                Logits::All => x.narrow(0, offset, n)?,
+                Logits::Last => offset + n - 1..offset + n,
+                Logits::All => offset..offset + n,
             };
-            counts.push(rows.dim(0)?);
-            picked.push(rows);
+            counts.push(rows.len());
+            picked.extend_from_slice(&x[rows.start * dim..rows.end * dim]);
         }
-        let x = if picked.len() == 1 {
-            picked.pop().unwrap_or_else(|| unreachable!())
-        } else {
-            Tensor::cat(&picked, 0)?
-        };
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        let logits = self.output.forward(&x)?;
+        let rows: usize = counts.iter().sum();
+        let x = ops::rms_norm(&picked, &self.norm, eps);
+        let logits = self.output.forward(&x, rows)?;
+        let logits = Tensor::from_vec(logits, (rows, c.vocab), &Device::Cpu)?;
         let mut out = Vec::with_capacity(counts.len());
         let mut at = 0;
         for n in counts {
