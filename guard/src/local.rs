@@ -202,13 +202,17 @@ impl Engine {
         self.model.tokenizer().encode(text, false).map_err(crashed)
     }
 
-    /// A cache holding the prefix, ready to continue: a fork of the cached
-    /// prefill, or a fresh prefill when the prefix cache is off.
+    /// A cache holding the prefix, ready to continue: an idle copy of the
+    /// cached prefill, a fork of it, or a fresh prefill when the prefix
+    /// cache is off. Hand it back with [`Self::finish`].
     pub(crate) fn start(
         &self,
         text: &str,
         tokens: &[TokenId],
     ) -> Result<(KvCache, bool), GuardError> {
+        if let Some(copy) = self.prefixes.take_idle(text, tokens) {
+            return Ok((copy, true));
+        }
         let prefill = || -> Result<KvCache, GuardError> {
             let mut cache = self.model.new_cache();
             self.model
@@ -221,6 +225,14 @@ impl Engine {
         }
         let (shared, hit) = self.prefixes.get_or_prefill(text, tokens, prefill)?;
         Ok((shared.fork().map_err(crashed)?, hit))
+    }
+
+    /// Ends a check that started from [`Self::start`] with prefix `text`
+    /// (`tokens`): the prefix cache keeps the copy for the next check.
+    pub(crate) fn finish(&self, text: &str, tokens: &[TokenId], cache: KvCache) {
+        if self.prefixes.enabled() {
+            self.prefixes.give_back(text, tokens, cache);
+        }
     }
 
     /// Runs `input` after what `cache` holds and greedy-decodes a verdict.
@@ -286,6 +298,7 @@ impl Engine {
         let (mut cache, hit) = self.start(&parts.prefix, &tokens.prefix)?;
         let input = [tokens.conversation.as_slice(), &tokens.suffix].concat();
         let mut judgement = self.decode(&mut cache, &input)?;
+        self.finish(&parts.prefix, &tokens.prefix, cache);
         judgement.prefix_cached = hit;
         if !hit {
             // A prefill counts as computed, whether or not it is now cached.

@@ -37,6 +37,8 @@ pub struct StreamGuard {
     history: Vec<GuardMessage>,
     answer: String,
     prefix_len: usize,
+    /// The prompt's fixed prefix and its tokens, to hand the cache back.
+    prefix: (String, Vec<TokenId>),
     prefix_cached: bool,
     /// Holds the prefix, then exactly `fed`.
     cache: KvCache,
@@ -63,6 +65,7 @@ impl StreamGuard {
         let (cache, prefix_cached) = engine.start(&parts.prefix, &tokens.prefix)?;
         let mut session = Self {
             prefix_len: cache.len(),
+            prefix: (parts.prefix, tokens.prefix),
             engine,
             categories,
             history,
@@ -184,5 +187,14 @@ impl StreamGuard {
                 }),
             ),
         }
+    }
+}
+
+impl Drop for StreamGuard {
+    /// Hands the cache back to the prefix cache for the next check.
+    fn drop(&mut self) {
+        let cache = std::mem::replace(&mut self.cache, KvCache::new(0, 0, 0, 0));
+        let (text, tokens) = &self.prefix;
+        self.engine.finish(text, tokens, cache);
     }
 }

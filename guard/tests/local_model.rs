@@ -228,8 +228,10 @@ fn prefix_cache_matches_uncached_checks_and_follows_the_categories() {
     }
     // Cases 0, 1, 2 are input checks (one prefix), 3 and 4 output checks
     // (another prefix: the judged role is in the text).
+    // Every hit took the copy the previous check handed back: no fork.
     let stats = cached.prefix_cache_stats();
     assert_eq!((stats.misses, stats.hits, stats.entries), (2, 3, 2));
+    assert_eq!(stats.reused, 3);
     assert_eq!(uncached.prefix_cache_stats().entries, 0);
 
     // A policy that excludes S1 and adds S15 gets its own prefix.

@@ -360,7 +360,11 @@ impl Llama {
             .iter()
             .flat_map(|i| i.tokens.iter().copied())
             .collect();
-        let mut x = self.embed.embedding(&all)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut x = self
+            .embed
+            .embedding(&all)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let mut offsets = Vec::with_capacity(items.len());
         let mut offset = 0;
         for item in items.iter() {

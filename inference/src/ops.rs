@@ -25,7 +25,9 @@ pub(crate) fn rms_norm(x: &[f32], alpha: &[f32], eps: f32) -> Vec<f32> {
         }
     };
     if x.len() / dim < PARALLEL_ROWS {
-        x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)).for_each(row);
+        x.chunks_exact(dim)
+            .zip(out.chunks_exact_mut(dim))
+            .for_each(row);
     } else {
         x.par_chunks_exact(dim)
             .zip(out.par_chunks_exact_mut(dim))
