@@ -91,7 +91,7 @@ impl<B: WeightFormat> QMatrix<B> {
         let kb = self.cols / QK;
         let mut acts = vec![B::Act::default(); n * kb];
         for (row, a) in x.chunks_exact(self.cols).zip(acts.chunks_exact_mut(kb)) {
-            B::quantize_act(row, a);
+            B::quantize_act(isa, row, a);
         }
         // Results land weight-row major (each worker owns a contiguous range)
         // and are transposed afterwards when there is more than one row.
@@ -119,7 +119,9 @@ impl<B: WeightFormat> QMatrix<B> {
     fn matmul_gemm(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) {
         let k = self.cols;
         let mut rounded = x.to_vec();
-        rounded.par_chunks_mut(k).for_each(B::round_trip_act);
+        rounded
+            .par_chunks_mut(k)
+            .for_each(|row| B::round_trip_act(isa, row));
         let x = &rounded[..];
         let tile = (TILE_VALUES / k).clamp(16, 256) / 16 * 16;
         let tiles = self.rows.div_ceil(tile);

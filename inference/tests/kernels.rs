@@ -284,6 +284,47 @@ fn activation_quantisers_round_trip_within_half_a_step() {
     }
 }
 
+#[test]
+fn activation_quantisers_give_the_scalar_blocks_on_every_instruction_set() {
+    let mut rng = StdRng::seed_from_u64(8);
+    for case in 0..400 {
+        let x: Vec<f32> = (0..QK * 3)
+            .map(|i| match case % 5 {
+                0 => 0.0,
+                // amax 127 makes the scale 1: exact halves test the rounding.
+                1 if i % 32 == 0 => 127.0,
+                1 => f32::from(rng.random_range(-254i16..=254)) / 2.0,
+                2 => -0.0,
+                3 => rng.random_range(-1e3..1e3),
+                _ => rng.random_range(-1.0..1.0),
+            })
+            .collect();
+        let mut want0 = vec![BlockQ8_0::default(); 3];
+        let mut want1 = vec![BlockQ8_1::default(); 3];
+        quantize_q8_0(&x, &mut want0);
+        quantize_q8_1(&x, &mut want1);
+        let mut expanded = vec![0f32; x.len()];
+        for (b, chunk) in want1.iter().zip(expanded.chunks_exact_mut(QK)) {
+            b.dequantize(chunk);
+        }
+        for isa in Isa::supported() {
+            let mut got0 = vec![BlockQ8_0::default(); 3];
+            let mut got1 = vec![BlockQ8_1::default(); 3];
+            <BlockQ8_0 as WeightFormat>::quantize_act(isa, &x, &mut got0);
+            <BlockQ4_1 as WeightFormat>::quantize_act(isa, &x, &mut got1);
+            assert_eq!(got0, want0, "{isa:?} Q8_0, case {case}");
+            assert_eq!(got1, want1, "{isa:?} Q8_1, case {case}");
+            let mut trip = x.clone();
+            BlockQ4_1::round_trip_act(isa, &mut trip);
+            let same = trip
+                .iter()
+                .zip(&expanded)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{isa:?} round trip, case {case}");
+        }
+    }
+}
+
 /// Random GGUF bytes for a `(rows, cols)` matrix of a weight format.
 fn random_matrix<W: Block>(
     rng: &mut StdRng,

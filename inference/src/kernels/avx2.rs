@@ -152,6 +152,121 @@ pub unsafe fn dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     hsum(acc)
 }
 
+/// Activation quantisation (8 bits per value, one scale per block of 32):
+/// the scalar code's libm `roundf` per value was 6-7% of a prefill. Each
+/// step is the scalar one's (`amax / 127`, its reciprocal, the product,
+/// rounding half away from zero, done exactly as truncation plus a step
+/// where the remainder is at least one half), so the blocks are bit for bit
+/// [`super::super::blocks::quantize_q8_1`]'s.
+pub mod quant {
+    use super::*;
+
+    /// One block's quantised values as four vectors of i32, and its scale.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block(x: &[f32]) -> ([__m256i; 4], f32) {
+        let sign = _mm256_set1_ps(-0.0);
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+        let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let q = v.map(|v| {
+            let p = _mm256_mul_ps(v, id);
+            let t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let half = _mm256_cmp_ps(
+                _mm256_andnot_ps(sign, _mm256_sub_ps(p, t)),
+                _mm256_set1_ps(0.5),
+                _CMP_GE_OQ,
+            );
+            // ±1 with p's sign where the remainder is at least one half.
+            let step = _mm256_and_ps(
+                half,
+                _mm256_or_ps(_mm256_and_ps(p, sign), _mm256_set1_ps(1.0)),
+            );
+            _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+        });
+        (q, d)
+    }
+
+    /// The 32 values of `q` as bytes, in order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bytes(q: &[__m256i; 4]) -> [i8; QK] {
+        // packs work within 128-bit lanes; the permute restores the order.
+        let w = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let mut out = [0i8; QK];
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), w);
+        out
+    }
+
+    /// The sum of the 32 values of `q`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn sum(q: &[__m256i; 4]) -> i32 {
+        let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+    }
+
+    /// Quantises a row (length a multiple of 32) to Q8_1 blocks.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+        for (o, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+            let (q, d) = block(x);
+            *o = BlockQ8_1 {
+                d: half::f16::from_f32(d),
+                s: half::f16::from_f32(sum(&q) as f32 * d),
+                qs: bytes(&q),
+            };
+        }
+    }
+
+    /// Quantises a row (length a multiple of 32) to Q8_0 blocks.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+        for (o, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+            let (q, d) = block(x);
+            *o = BlockQ8_0 {
+                d: half::f16::from_f32(d),
+                qs: bytes(&q),
+            };
+        }
+    }
+
+    /// Replaces a row (length a multiple of 32) by its 8-bit quantisation
+    /// dequantised again (`q * d`, `d` rounded to f16), as quantising to
+    /// Q8_0 or Q8_1 blocks and expanding them does.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn round_trip(x: &mut [f32]) {
+        for x in x.chunks_exact_mut(QK) {
+            let (q, d) = block(x);
+            let d = _mm256_set1_ps(half::f16::from_f32(d).to_f32());
+            for (i, q) in q.iter().enumerate() {
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(*q), d);
+                _mm256_storeu_ps(x.as_mut_ptr().add(8 * i), v);
+            }
+        }
+    }
+}
+
 /// Dequantisation to f32 for the many-row (GEMM) path, which expands every
 /// weight of a layer once per pass: the scalar loop with a software f16
 /// conversion was a large share of a short (cached-prefix) prefill. Each

@@ -57,17 +57,18 @@ impl Isa {
 pub trait WeightFormat: Block {
     /// Block format the activations are quantised to.
     type Act: Block + Default;
-    /// Quantises one activation row (length a multiple of 32).
-    fn quantize_act(x: &[f32], out: &mut [Self::Act]);
+    /// Quantises one activation row (length a multiple of 32); the same
+    /// blocks on every instruction set.
+    fn quantize_act(isa: Isa, x: &[f32], out: &mut [Self::Act]);
     /// Dot product of a weight row with an activation row, both in blocks.
     fn dot(isa: Isa, w: &[Self], a: &[Self::Act]) -> f32;
 
     /// Dot products of the weight rows laid end to end in `w` with the `n`
     /// activation rows laid end to end in `acts` (all rows `acts.len() / n`
     /// blocks) into `out`, weight-row major (`out[r * n + t]`); every result
-    /// equals [`Self::dot`]'s bit for bit. Formats with a kernel for it work
-    /// on a few weight rows and activation rows at once, sharing loads and
-    /// scale conversions (decode and batched decode).
+    /// equals [`Self::dot`]'s bit for bit. Formats with a kernel for it take
+    /// each weight row against up to four activation rows at once, sharing
+    /// loads and scale conversions (decode and batched decode).
     fn dot_rows(isa: Isa, w: &[Self], acts: &[Self::Act], n: usize, out: &mut [f32]) {
         dot_each(isa, w, acts, n, out)
     }
@@ -83,12 +84,21 @@ pub trait WeightFormat: Block {
     /// Replaces a row by its quantised-then-dequantised activations, so a
     /// float GEMM on it computes what the integer kernels compute (up to
     /// summation order): batched and one-token passes then agree as
-    /// closely as llama.cpp's own two paths do.
-    fn round_trip_act(x: &mut [f32]) {
-        let mut blocks = vec![Self::Act::default(); x.len() / QK];
-        Self::quantize_act(x, &mut blocks);
-        for (b, chunk) in blocks.iter().zip(x.chunks_exact_mut(QK)) {
-            b.dequantize(chunk);
+    /// closely as llama.cpp's own two paths do. The same values on every
+    /// instruction set (both activation formats expand to `q * d`).
+    fn round_trip_act(isa: Isa, x: &mut [f32]) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2` and `Isa::AvxVnni` are only produced after
+            // detecting AVX2, FMA and F16C.
+            Isa::Avx2 | Isa::AvxVnni => unsafe { avx2::quant::round_trip(x) },
+            _ => {
+                let mut blocks = vec![Self::Act::default(); x.len() / QK];
+                Self::quantize_act(isa, x, &mut blocks);
+                for (b, chunk) in blocks.iter().zip(x.chunks_exact_mut(QK)) {
+                    b.dequantize(chunk);
+                }
+            }
         }
     }
 }
@@ -145,6 +155,21 @@ macro_rules! dispatch_dequant {
     }};
 }
 
+/// Quantises activations with the AVX2 quantiser `$name` when `isa` allows
+/// it, else with the scalar reference `$scalar`.
+macro_rules! dispatch_quant {
+    ($isa:expr, $name:ident, $scalar:path, $x:expr, $out:expr) => {{
+        assert!($out.len() * QK <= $x.len());
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2` and `Isa::AvxVnni` are only produced after
+            // detecting AVX2, FMA and F16C.
+            Isa::Avx2 | Isa::AvxVnni => unsafe { avx2::quant::$name($x, $out) },
+            _ => $scalar($x, $out),
+        }
+    }};
+}
+
 /// Dispatches to the AVX2 kernel when `isa` allows it, else the scalar one.
 macro_rules! dispatch {
     ($isa:expr, $name:ident, $w:expr, $a:expr) => {{
@@ -183,8 +208,8 @@ macro_rules! dispatch_rows {
 
 impl WeightFormat for BlockQ4_1 {
     type Act = BlockQ8_1;
-    fn quantize_act(x: &[f32], out: &mut [BlockQ8_1]) {
-        blocks::quantize_q8_1(x, out)
+    fn quantize_act(isa: Isa, x: &[f32], out: &mut [BlockQ8_1]) {
+        dispatch_quant!(isa, q8_1, blocks::quantize_q8_1, x, out)
     }
     fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_1]) -> f32 {
         dispatch!(isa, dot_q4_1_q8_1, w, a)
@@ -199,8 +224,8 @@ impl WeightFormat for BlockQ4_1 {
 
 impl WeightFormat for BlockQ5_0 {
     type Act = BlockQ8_0;
-    fn quantize_act(x: &[f32], out: &mut [BlockQ8_0]) {
-        blocks::quantize_q8_0(x, out)
+    fn quantize_act(isa: Isa, x: &[f32], out: &mut [BlockQ8_0]) {
+        dispatch_quant!(isa, q8_0, blocks::quantize_q8_0, x, out)
     }
     fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_0]) -> f32 {
         dispatch!(isa, dot_q5_0_q8_0, w, a)
@@ -209,8 +234,8 @@ impl WeightFormat for BlockQ5_0 {
 
 impl WeightFormat for BlockQ5_1 {
     type Act = BlockQ8_1;
-    fn quantize_act(x: &[f32], out: &mut [BlockQ8_1]) {
-        blocks::quantize_q8_1(x, out)
+    fn quantize_act(isa: Isa, x: &[f32], out: &mut [BlockQ8_1]) {
+        dispatch_quant!(isa, q8_1, blocks::quantize_q8_1, x, out)
     }
     fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_1]) -> f32 {
         dispatch!(isa, dot_q5_1_q8_1, w, a)
@@ -219,8 +244,8 @@ impl WeightFormat for BlockQ5_1 {
 
 impl WeightFormat for BlockQ8_0 {
     type Act = BlockQ8_0;
-    fn quantize_act(x: &[f32], out: &mut [BlockQ8_0]) {
-        blocks::quantize_q8_0(x, out)
+    fn quantize_act(isa: Isa, x: &[f32], out: &mut [BlockQ8_0]) {
+        dispatch_quant!(isa, q8_0, blocks::quantize_q8_0, x, out)
     }
     fn dot(isa: Isa, w: &[Self], a: &[BlockQ8_0]) -> f32 {
         dispatch!(isa, dot_q8_0_q8_0, w, a)
