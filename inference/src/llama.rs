@@ -20,6 +20,7 @@ use crate::attention::{attend, Heads, Rope, RopeStyle};
 use crate::cache::KvCache;
 use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
+use crate::kernels::Isa;
 use crate::linear::Linear;
 use crate::ops;
 use crate::threads;
@@ -380,6 +381,7 @@ impl Llama {
         let (q_width, kv_width) = (c.n_heads * c.head_dim(), c.n_kv_heads * c.head_dim());
         let width = q_width + 2 * kv_width;
         let eps = c.rms_eps as f32;
+        let isa = Isa::detect();
         for (index, layer) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &layer.attn_norm, eps);
             let qkv = layer.qkv.forward(&h, total_rows)?;
@@ -400,7 +402,7 @@ impl Llama {
                 item.cache.write(index, start, &k, &v);
                 let (keys, values) = item.cache.layer(index, start + n);
                 let out = &mut attn[offset * q_width..(offset + n) * q_width];
-                attend(&q, keys, values, start, heads, out);
+                attend(isa, &q, keys, values, start, heads, out);
             }
             ops::add_assign(&mut x, &layer.wo.forward(&attn, total_rows)?);
             let h = ops::rms_norm(&x, &layer.ffn_norm, eps);

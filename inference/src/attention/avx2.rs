@@ -9,14 +9,14 @@
 //! own inputs, so decode and prefill still agree bit for bit.
 //!
 //! Every function here requires AVX2, FMA and F16C (as the kernels do, whose
-//! horizontal sum it shares); callers check with
+//! horizontal sum and maximum it shares); callers check with
 //! [`crate::kernels::Isa::detect`] first.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::*;
 
-use crate::kernels::avx2::hsum;
+use crate::kernels::avx2::{hmax, hsum};
 
 /// Floats per vector.
 const LANES: usize = 8;
@@ -38,14 +38,6 @@ unsafe fn sums_of_eight(a: &[__m256; LANES]) -> __m256 {
     let low = _mm256_permute2f128_ps(u0, u1, 0x20);
     let high = _mm256_permute2f128_ps(u0, u1, 0x31);
     _mm256_add_ps(low, high)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hmax(v: __m256) -> f32 {
-    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
 }
 
 /// `e^x` for `x <= 0` (softmax arguments), within a few ulp; below about

@@ -88,22 +88,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Causal attention of `n` queries at positions `start..start + n` over
-/// cached keys/values `(position, kv_head, dim)` for `0..start + n`; writes
-/// `(n, query_heads * dim)` to `out`. Query heads share key/value heads in
-/// consecutive groups.
+/// cached keys/values `(position, kv_head, dim)` for `0..start + n`, on the
+/// instruction set `isa`; writes `(n, query_heads * dim)` to `out`. Query
+/// heads share key/value heads in consecutive groups.
 pub(crate) fn attend(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    start: usize,
-    heads: Heads,
-    out: &mut [f32],
-) {
-    attend_on(Isa::detect(), q, keys, values, start, heads, out)
-}
-
-/// [`attend`] on the instruction set `isa`.
-fn attend_on(
     isa: Isa,
     q: &[f32],
     keys: &[f32],
@@ -208,7 +196,7 @@ mod tests {
         let kv_len = (start + n) * HEADS.kv * HEADS.dim;
         let (keys, vals) = (values(kv_len, 2, amp), values(kv_len, 3, 1.0));
         let mut out = vec![0f32; n * HEADS.query * HEADS.dim];
-        attend_on(isa, q, &keys, &vals, start, HEADS, &mut out);
+        attend(isa, q, &keys, &vals, start, HEADS, &mut out);
         out
     }
 
@@ -234,11 +222,11 @@ mod tests {
         let (keys, vals) = (values(kv_len, 6, 2.0), values(kv_len, 7, 1.0));
         for isa in Isa::supported() {
             let mut batch = vec![0f32; n * width];
-            attend_on(isa, &q, &keys, &vals, start, HEADS, &mut batch);
+            attend(isa, &q, &keys, &vals, start, HEADS, &mut batch);
             for t in 0..n {
                 let mut one = vec![0f32; width];
                 let qt = &q[t * width..(t + 1) * width];
-                attend_on(isa, qt, &keys, &vals, start + t, HEADS, &mut one);
+                attend(isa, qt, &keys, &vals, start + t, HEADS, &mut one);
                 assert_eq!(one, batch[t * width..(t + 1) * width], "{isa:?} row {t}");
             }
         }
