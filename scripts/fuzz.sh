@@ -60,6 +60,8 @@ for target in "${TARGETS[@]}"; do
         -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=10 \
         -max_len=65536 -print_final_stats=1 \
         -artifact_prefix="$FUZZ_DIR/artifacts/$target/" >"$log" 2>&1); then
+        # The panic's message comes before its long backtrace: show both.
+        grep -m1 -A6 'panicked at' "$log" >&2 || true
         tail -n 40 "$log" >&2
         echo "fuzz: $target FAILED; the input is in $FUZZ_DIR/artifacts/$target/" >&2
         exit 1

@@ -233,3 +233,32 @@ fn copy_tail(path: &Path, offset: u64, to: &Path) -> io::Result<()> {
     io::copy(&mut src, &mut dst)?;
     dst.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A frame whose checksum holds but whose payload is not a record
+    /// (here: not even UTF-8) is a bad tail, cut off and quarantined whole.
+    #[test]
+    fn a_checked_frame_that_is_not_a_record_is_a_torn_tail() {
+        let payload = b"{    \xd85555515555555555555555";
+        let file = frame(payload);
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(SPOOL_FILE), &file).unwrap();
+        let (spool, torn) = Spool::open(dir.path()).unwrap();
+        let torn = torn.expect("the frame is cut off");
+        assert_eq!((torn.offset, torn.bytes), (0, file.len() as u64));
+        assert_eq!(fs::read(&torn.quarantined_to).unwrap(), file);
+        assert!(spool.is_empty());
+        assert_eq!(spool.bytes(), 0);
+    }
+}
