@@ -111,18 +111,22 @@ pub(super) unsafe fn attend_group(
     let s = scores.as_mut_ptr();
     let scale_v = _mm256_set1_ps(scale);
     let mut max = [_mm256_set1_ps(f32::NEG_INFINITY); MAX_GROUP];
-    // Scores, eight keys per step (fewer in the last): each key its own
-    // accumulator, one reduction for all eight.
+    // Scores, eight keys per step: each key its own accumulator, one
+    // reduction for all eight. The last step may have fewer keys; it repeats
+    // its last key in the missing lanes (then masked to -inf) so every step
+    // runs the same fixed-size loops: with a variable key count the compiler
+    // branched before every multiply-add.
     for first in (0..visible).step_by(LANES) {
         let count = LANES.min(visible - first);
+        let key_rows: [*const f32; LANES] =
+            std::array::from_fn(|k| keys.add((first + k.min(count - 1)) * row));
         for (h, max) in max.iter_mut().take(heads).enumerate() {
             let qh = q.as_ptr().add(h * dim);
             let mut acc = [_mm256_setzero_ps(); LANES];
             for c in (0..dim).step_by(LANES) {
                 let qc = _mm256_loadu_ps(qh.add(c));
-                for (k, a) in acc.iter_mut().enumerate().take(count) {
-                    let kc = _mm256_loadu_ps(keys.add((first + k) * row + c));
-                    *a = _mm256_fmadd_ps(qc, kc, *a);
+                for (a, key) in acc.iter_mut().zip(key_rows) {
+                    *a = _mm256_fmadd_ps(qc, _mm256_loadu_ps(key.add(c)), *a);
                 }
             }
             let block = _mm256_mul_ps(sums_of_eight(&acc), scale_v);
@@ -162,30 +166,50 @@ pub(super) unsafe fn attend_group(
     out.fill(0.0);
     for first in (0..visible).step_by(LANES) {
         let count = LANES.min(visible - first);
+        let v = values.add(first * row);
         for h in 0..heads {
-            let sh = s.add(h * padded + first);
-            for c0 in (0..dim).step_by(LANES * OUT_VECTORS) {
-                let width = (dim - c0).min(LANES * OUT_VECTORS) / LANES;
-                let o = out.as_mut_ptr().add(h * dim + c0);
-                let mut acc = [_mm256_setzero_ps(); OUT_VECTORS];
-                for (i, a) in acc.iter_mut().enumerate().take(width) {
-                    *a = _mm256_loadu_ps(o.add(i * LANES));
-                }
-                for k in 0..count {
-                    let p = _mm256_set1_ps(*sh.add(k));
-                    let v = values.add((first + k) * row + c0);
-                    for (i, a) in acc.iter_mut().enumerate().take(width) {
-                        *a = _mm256_fmadd_ps(p, _mm256_loadu_ps(v.add(i * LANES)), *a);
-                    }
-                }
-                for (i, a) in acc.iter().enumerate().take(width) {
-                    _mm256_storeu_ps(o.add(i * LANES), *a);
-                }
+            let (sh, o) = (s.add(h * padded + first), out.as_mut_ptr().add(h * dim));
+            let mut c = 0;
+            while c + LANES * OUT_VECTORS <= dim {
+                weigh::<OUT_VECTORS>(sh, count, v.add(c), row, o.add(c));
+                c += LANES * OUT_VECTORS;
+            }
+            while c < dim {
+                weigh::<1>(sh, count, v.add(c), row, o.add(c));
+                c += LANES;
             }
         }
     }
     for (h, inv) in inv.iter().take(heads).enumerate() {
         scale_out(out.as_mut_ptr().add(h * dim), dim, *inv);
+    }
+}
+
+/// Adds `p[k] * v[k * row ..][.. W * 8]` for `k < count` to the `W * 8`
+/// values at `o`. `W` is a constant so the accumulators stay in registers
+/// (with a variable width the compiler copied them through memory).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weigh<const W: usize>(
+    p: *const f32,
+    count: usize,
+    v: *const f32,
+    row: usize,
+    o: *mut f32,
+) {
+    let mut acc = [_mm256_setzero_ps(); W];
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = _mm256_loadu_ps(o.add(i * LANES));
+    }
+    for k in 0..count {
+        let pk = _mm256_set1_ps(*p.add(k));
+        let vk = v.add(k * row);
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(pk, _mm256_loadu_ps(vk.add(i * LANES)), *a);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(o.add(i * LANES), *a);
     }
 }
 

@@ -192,23 +192,45 @@ mod tests {
     };
 
     /// `n` queries at `start..start + n` over random keys and values.
-    fn run(isa: Isa, start: usize, n: usize, amp: f32, q: &[f32]) -> Vec<f32> {
-        let kv_len = (start + n) * HEADS.kv * HEADS.dim;
+    fn run(isa: Isa, heads: Heads, start: usize, n: usize, amp: f32, q: &[f32]) -> Vec<f32> {
+        let kv_len = (start + n) * heads.kv * heads.dim;
         let (keys, vals) = (values(kv_len, 2, amp), values(kv_len, 3, 1.0));
-        let mut out = vec![0f32; n * HEADS.query * HEADS.dim];
-        attend(isa, q, &keys, &vals, start, HEADS, &mut out);
+        let mut out = vec![0f32; n * heads.query * heads.dim];
+        attend(isa, q, &keys, &vals, start, heads, &mut out);
         out
     }
 
     #[test]
     fn simd_attention_matches_the_portable_loop() {
-        // Odd lengths (keys not a multiple of 8) and large scores (exp's range).
-        for (start, n, amp) in [(0, 1, 1.0), (5, 13, 1.0), (37, 3, 4.0), (100, 9, 8.0)] {
-            let q = values(n * HEADS.query * HEADS.dim, 1, amp);
-            let portable = run(Isa::Scalar, start, n, amp, &q);
-            let fast = run(Isa::detect(), start, n, amp, &q);
-            for (a, b) in fast.iter().zip(&portable) {
-                assert!((a - b).abs() <= 2e-5, "{a} vs {b} (start {start}, n {n})");
+        // Odd lengths (keys not a multiple of 8) and large scores (exp's
+        // range); head sizes of 64 (the bundled model's), below 64 and
+        // between multiples of 64 (value columns in blocks of 64 and of 8).
+        let shapes = [
+            HEADS,
+            Heads {
+                query: 4,
+                kv: 2,
+                dim: 40,
+            },
+            Heads {
+                query: 3,
+                kv: 1,
+                dim: 136,
+            },
+        ];
+        for heads in shapes {
+            for (start, n, amp) in [(0, 1, 1.0), (5, 13, 1.0), (37, 3, 4.0), (100, 9, 8.0)] {
+                let q = values(n * heads.query * heads.dim, 1, amp);
+                let portable = run(Isa::Scalar, heads, start, n, amp, &q);
+                for isa in Isa::supported() {
+                    let fast = run(isa, heads, start, n, amp, &q);
+                    for (a, b) in fast.iter().zip(&portable) {
+                        assert!(
+                            (a - b).abs() <= 2e-5,
+                            "{a} vs {b} ({isa:?}, {heads:?}, start {start}, n {n})"
+                        );
+                    }
+                }
             }
         }
     }
