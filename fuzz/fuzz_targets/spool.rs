@@ -16,6 +16,18 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A directory for one run's spool, in RAM (`/dev/shm`) where there is one:
+/// every run fsyncs, and a slow or full disk is not what this target tests.
+fn scratch() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    };
+    dir.expect("a scratch directory for the spool")
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -34,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         let at = usize::from(mode >> 3) * (file.len() - 1) / 31;
         file[at] ^= 0x5A;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     std::fs::write(dir.path().join(SPOOL_FILE), &file).unwrap();
     let (mut spool, torn) = Spool::open(dir.path()).expect("a spool opens whatever its bytes");
     if let Some(torn) = &torn {
