@@ -226,11 +226,24 @@ fn read_frame(reader: &mut impl Read, remaining: u64) -> io::Result<Option<(Reco
     }
 }
 
+/// Copies `path` from `offset` on into a new file `to`. A plain loop rather
+/// than `io::copy`: between two files that uses `copy_file_range`, and gives
+/// up with `Interrupted` when a signal (SIGHUP reloads policies) arrives
+/// mid-copy; the `spool` fuzz target hit it under libFuzzer's timer signal.
 fn copy_tail(path: &Path, offset: u64, to: &Path) -> io::Result<()> {
     let mut src = File::open(path)?;
     src.seek(SeekFrom::Start(offset))?;
     let mut dst = File::create(to)?;
-    io::copy(&mut src, &mut dst)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all(&buf[..n])?;
+    }
     dst.sync_all()
 }
 
