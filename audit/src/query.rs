@@ -33,7 +33,8 @@ pub struct EventFilter {
     pub checkpoint: Option<Checkpoint>,
     /// Only events naming this category.
     pub category: Option<String>,
-    /// Only events of requests to this model or agent.
+    /// Only events of requests to this model or agent (matched on each
+    /// request's `request` event, where model and key are indexed).
     pub model: Option<String>,
     /// Only events of requests made with this key.
     pub key_id: Option<KeyId>,
@@ -108,19 +109,40 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<Postgres>, tenant: &TenantId, f:
         qb.push(" AND checkpoint = ").push_bind(checkpoint.as_str());
     }
     if let Some(category) = &f.category {
+        // The second clause lets the planner use the partial GIN index.
         qb.push(" AND categories @> ARRAY[")
             .push_bind(category.clone())
-            .push("]::text[]");
+            .push("]::text[] AND categories <> '{}'");
     }
     if let Some(model) = &f.model {
         qb.push(" AND model = ").push_bind(model.clone());
+        push_request_match(qb, tenant, "model", model.clone());
     }
     if let Some(key) = &f.key_id {
         qb.push(" AND key_id = ").push_bind(key.to_string());
+        push_request_match(qb, tenant, "key_id", key.to_string());
     }
     if let Some(request) = &f.request_id {
         qb.push(" AND request_id = ").push_bind(request.to_string());
     }
+}
+
+/// Narrows to requests whose `request` event has `column = value`: model
+/// and key are indexed on request events only (migration
+/// `20251129000001`), and every event of a request shares them.
+fn push_request_match(
+    qb: &mut QueryBuilder<Postgres>,
+    tenant: &TenantId,
+    column: &'static str,
+    value: String,
+) {
+    qb.push(" AND request_id IN (SELECT r.request_id FROM audit_events r WHERE r.tenant_id = ")
+        .push_bind(tenant.to_string())
+        .push(" AND r.kind = 'request' AND r.")
+        .push(column)
+        .push(" = ")
+        .push_bind(value)
+        .push(")");
 }
 
 /// How many of the tenant's events match `filter` (an export's total, for
