@@ -98,6 +98,7 @@ impl AppState {
                     config.audit.spool_dir.clone(),
                 );
                 wc.required = config.audit.required;
+                wc.max_in_flight = config.audit.writers;
                 std::fs::create_dir_all(&config.audit.spool_dir).with_context(|| {
                     format!("audit.spool_dir {}", config.audit.spool_dir.display())
                 })?;
