@@ -97,13 +97,25 @@ async fn sampled_client_tool_calls_are_valid_or_refused_never_invalid() {
                "tools": tools, "tool_choice": "required",
                "messages": [{"role": "user", "content": "Forecast for Paris for 3 days in celsius."}]})
     };
-    // The shortest valid call is 43 tokens in SmolLM2's format; within 64
-    // constrained decoding makes every sampled call valid.
+    // The shortest valid call is 43 tokens in SmolLM2's format. Within 64,
+    // every sampled call is valid or, when the sampled city runs long, a
+    // clear 400: never a truncated or invalid call. Which seeds run long
+    // depends on the machine's floating point (seed 11 did on one AMD
+    // machine), so most, not all, must complete.
+    let mut completed = 0;
     for seed in 0..12 {
         let res = gw.post("/v1/chat/completions", &ask(seed, 64)).await;
         let status = res.status().as_u16();
         let body: Value = res.json().await.unwrap();
+        if status == 400 {
+            assert_eq!(
+                body["error"]["code"], "output_unfinished",
+                "seed {seed}: {body}"
+            );
+            continue;
+        }
         assert_eq!(status, 200, "seed {seed}: {body}");
+        completed += 1;
         let choice = &body["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls", "seed {seed}: {body}");
         for call in choice["message"]["tool_calls"].as_array().unwrap() {
@@ -116,6 +128,10 @@ async fn sampled_client_tool_calls_are_valid_or_refused_never_invalid() {
             );
         }
     }
+    assert!(
+        completed >= 9,
+        "only {completed} of 12 sampled calls completed within 64 tokens"
+    );
     // Within 30 no call fits: a clear 400, never a truncated call.
     for seed in 0..3 {
         let res = gw.post("/v1/chat/completions", &ask(seed, 30)).await;
